@@ -1,0 +1,49 @@
+"""FastAPI dependencies: settings, database session, auth."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from backend.settings import Settings
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def require_token(request: Request, settings: SettingsDep) -> None:
+    """When QSPACE_API_TOKEN is set, mutating requests must carry it as a bearer token."""
+    token = settings.api_token
+    if not token or request.method not in MUTATING:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(
+            401,
+            "this server needs 'Authorization: Bearer <QSPACE_API_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise HTTPException(403, "the bearer token is wrong")

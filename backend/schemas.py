@@ -1,0 +1,75 @@
+"""Pydantic request and response shapes of the REST API (separate from the SQL models)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+T = TypeVar("T")
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    database: str
+    schema_revision: str | None
+
+
+class DatasetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    paths: list[str] = Field(min_length=1, max_length=1000, description="dataset files on the server")
+    image_root: str | None = None
+    task_type_field: str | None = None
+    task_type_rules: list[dict[str, Any]] | dict[str, str] | None = Field(
+        default=None, description='{"type": "regex"} or [{"task_type", "pattern", "prompt"?}]'
+    )
+    task_type_prompts: dict[str, str] | None = None
+    task_type_from_file: bool | None = None
+    dedupe: bool = False
+
+
+class DatasetOut(BaseModel):
+    id: int
+    name: str
+    n_samples: int
+    task_types: dict[str, int]
+    task_type_prompts: dict[str, str]
+    image_root: str | None
+    sources: list[str]
+    created_at: datetime
+
+
+class Turn(BaseModel):
+    from_: str = Field(alias="from", serialization_alias="from")
+    value: str
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ScoreOut(BaseModel):
+    kind: str
+    metrics: dict[str, float] | None
+    error: str | None
+
+
+class SampleOut(BaseModel):
+    id: int
+    dataset_id: int
+    external_id: str
+    image: str | list[str] | None
+    conversations: list[dict[str, str]]
+    task_type: str
+    n_turns: int
+    metadata: dict[str, Any]
+    scores: dict[str, ScoreOut] = Field(default_factory=dict)
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int

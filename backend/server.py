@@ -1,0 +1,50 @@
+"""`qspace serve`: migrations, the API (and UI), and an embedded worker, in one process tree."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from fastapi import FastAPI
+
+from backend.api.app import create_app
+from backend.db import make_engine
+from backend.migrate import upgrade
+from backend.settings import Settings
+
+log = logging.getLogger("qspace")
+
+
+def build_app(settings: Settings, with_ui: bool = True) -> FastAPI:
+    """The API with the schema upgraded, and the UI mounted at / when its extra is installed."""
+    settings.ensure_dirs()
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade(engine)
+    app = create_app(settings, engine)
+    if with_ui:
+        try:
+            from frontend.mount import mount_ui
+        except ImportError as exc:  # the `ui` extra is optional
+            log.warning("UI not served: %s", exc)
+        else:
+            mount_ui(app, settings)
+    return app
+
+
+def run_server(
+    settings: Settings, host: str, port: int, with_worker: bool = True, with_ui: bool = True
+) -> None:
+    app = build_app(settings, with_ui=with_ui)
+    worker = None
+    if with_worker:
+        try:
+            from workers.embedded import start_embedded_worker
+        except ImportError as exc:
+            log.warning("no embedded worker: %s", exc)
+        else:
+            worker = start_embedded_worker(settings)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        if worker is not None:
+            worker.stop()

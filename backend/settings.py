@@ -1,0 +1,88 @@
+"""The one settings object; nothing else in qspace reads the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _split_paths(value: Any) -> Any:
+    # Accept a JSON list, or os.pathsep/comma separated paths, as shells make lists awkward.
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [p for p in text.replace(",", ":").split(":") if p]
+    return value
+
+
+class Settings(BaseSettings):
+    """qspace configuration, from `QSPACE_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="QSPACE_", extra="ignore")
+
+    data_dir: Path = Field(default=Path.home() / ".qspace", description="SQLite file, broker, caches, models")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite in data_dir")
+    broker_url: str | None = Field(default=None, description="Celery broker; default server-less SQLite")
+    result_backend: str | None = None
+    api_token: str | None = Field(default=None, description="when set, mutating requests need this bearer")
+    image_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="directories ingest may read images from (besides data_dir)"
+    )
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="directories the API may read dataset files from"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_request_bytes: int = 8 * 1024 * 1024
+    max_page_size: int = 1000
+    chunk_size: int = 256
+    worker_concurrency: int = 1
+
+    @field_validator("image_roots", "data_roots", mode="before")
+    @classmethod
+    def _paths(cls, value: Any) -> Any:
+        return _split_paths(value)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'qspace.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        return f"sqla+sqlite:///{self.data_dir / 'broker.db'}"
+
+    @property
+    def celery_result_backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.broker_url and self.broker_url.startswith("redis"):
+            return self.broker_url
+        return f"db+sqlite:///{self.data_dir / 'results.db'}"
+
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """Directories the server may read dataset files and images from."""
+        roots = [self.data_dir, *self.image_roots, *self.data_roots]
+        return [Path(r).expanduser().resolve() for r in roots]
+
+    def ensure_dirs(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built once."""
+    return Settings()
