@@ -148,6 +148,47 @@ def demo(
     run_demo(settings, size=size, seed=seed, port=port or settings.port, open_browser=open_browser, serve=serve_app)
 
 
+@app.command("export")
+def export_cmd(
+    what: Annotated[str, typer.Argument(help="selection or curriculum")],
+    ref: Annotated[int, typer.Argument(help="its id")],
+    out: Annotated[Path, typer.Option(help="output file")],
+    format: Annotated[str, typer.Option(help="llava | jsonl | parquet | ids (selections)")] = "llava",
+) -> None:
+    """Export a saved selection (one format) or a curriculum (zip) to a file."""
+    from backend import exports
+    from backend.db import make_session_factory
+    from backend.models import Curriculum, Selection
+    from backend.selections import ids_from_bytes
+    from backend.space import SpaceStore
+
+    engine = _engine(get_settings())
+    factory, store = make_session_factory(engine), SpaceStore(engine)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if what == "selection":
+        if format not in exports.FORMATS:
+            _fail(f"--format {format!r}: choose one of {', '.join(exports.FORMATS)}")
+        with factory() as session:
+            sel = session.get(Selection, ref)
+            if sel is None:
+                _fail(f"selection {ref} not found")
+                return
+            ids, ds = ids_from_bytes(sel.sample_ids), sel.dataset_id
+        with out.open("wb") as fh:
+            exports.write_selection(factory, store, ds, ids, format, fh)
+        typer.echo(f"{len(ids)} samples -> {out}", err=True)
+    elif what == "curriculum":
+        with factory() as session:
+            if session.get(Curriculum, ref) is None:
+                _fail(f"curriculum {ref} not found")
+        with out.open("wb") as fh:
+            manifest = exports.write_curriculum_zip(factory, store, ref, fh)
+        counts = ", ".join(f"{s['name']}: {s['count']}" for s in manifest["stages"])
+        typer.echo(f"{counts} -> {out}", err=True)
+    else:
+        _fail(f"export what? {what!r}: use 'selection' or 'curriculum'")
+
+
 def main() -> None:
     try:
         app()

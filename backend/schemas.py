@@ -73,3 +73,32 @@ class Page(BaseModel, Generic[T]):
     total: int
     offset: int
     limit: int
+
+
+class SelectionOut(BaseModel):
+    id: int
+    dataset_id: int
+    name: str | None
+    count: int
+    recipe: dict[str, Any]
+    by_task_type: dict[str, int]
+    created_at: datetime
+
+
+class StageOut(BaseModel):
+    position: int
+    name: str
+    count: int
+    recipe: dict[str, Any]
+    selection_id: int | None
+    by_task_type: dict[str, int]
+
+
+class CurriculumOut(BaseModel):
+    id: int
+    dataset_id: int
+    name: str | None
+    recipe: dict[str, Any]
+    stages: list[StageOut]
+    count: int
+    created_at: datetime

@@ -12,11 +12,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend import __version__
 from backend.api.deps import require_token
-from backend.api.routers import datasets, health, samples
+from backend.api.routers import curricula, datasets, health, samples, selections, space
 from backend.datasets import NotFound, UnsafePath
 from backend.db import make_engine, make_session_factory
 from backend.ingest import IngestError
+from backend.selections import SelectionError
 from backend.settings import Settings, get_settings
+from backend.space import AxisError, SpaceStore
 
 
 class BodySizeLimit:
@@ -77,11 +79,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = make_session_factory(engine)
+    app.state.space = SpaceStore(engine)
 
     guarded = [Depends(require_token)]
     app.include_router(health.router, prefix="/api")
     app.include_router(datasets.router, prefix="/api", dependencies=guarded)
     app.include_router(samples.router, prefix="/api", dependencies=guarded)
+    app.include_router(space.router, prefix="/api", dependencies=guarded)
+    app.include_router(selections.router, prefix="/api", dependencies=guarded)
+    app.include_router(curricula.router, prefix="/api", dependencies=guarded)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
@@ -90,6 +96,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @app.exception_handler(UnsafePath)
     async def _unsafe(_: Request, exc: UnsafePath) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(AxisError)
+    async def _axis(_: Request, exc: AxisError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(SelectionError)
+    async def _selection(_: Request, exc: SelectionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(IngestError)
     async def _ingest(_: Request, exc: IngestError) -> JSONResponse:

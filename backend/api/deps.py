@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.settings import Settings
+from backend.space import SpaceStore
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -26,7 +27,13 @@ def get_session(request: Request) -> Iterator[Session]:
         session.close()
 
 
+def get_space_store(request: Request) -> SpaceStore:
+    space: SpaceStore = request.app.state.space
+    return space
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SpaceDep = Annotated[SpaceStore, Depends(get_space_store)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

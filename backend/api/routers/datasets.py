@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from backend import datasets as store
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import SessionDep, SettingsDep, SpaceDep
 from backend.ingest import IngestOptions, ingest
 from backend.schemas import DatasetCreate, DatasetOut, Page, SampleOut
 from backend.task_types import load_prompts, load_rules
@@ -63,9 +63,10 @@ def get_dataset(ds: int, session: SessionDep) -> DatasetOut:
 
 
 @router.delete("/datasets/{ds}", status_code=204)
-def delete_dataset(ds: int, session: SessionDep) -> Response:
+def delete_dataset(ds: int, session: SessionDep, space_store: SpaceDep) -> Response:
     store.delete_dataset(session, store.get_dataset(session, ds))
     session.commit()
+    space_store.drop_dataset(ds)
     return Response(status_code=204)
 
 

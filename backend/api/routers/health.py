@@ -12,6 +12,4 @@ router = APIRouter(tags=["health"])
 @router.get("/health", response_model=Health)
 def health(request: Request) -> Health:
     engine = request.app.state.engine
-    return Health(
-        status="ok", version=__version__, database=engine.dialect.name, schema_revision=current(engine)
-    )
+    return Health(status="ok", version=__version__, database=engine.dialect.name, schema_revision=current(engine))

@@ -39,9 +39,7 @@ def get_image(
     if not images:
         raise HTTPException(404, f"sample {sample_id} has no image (text-only)")
     if index >= len(images):
-        raise HTTPException(
-            404, f"sample {sample_id} has {len(images)} image(s); index {index} is out of range"
-        )
+        raise HTTPException(404, f"sample {sample_id} has {len(images)} image(s); index {index} is out of range")
     dataset = session.get(Dataset, sample.dataset_id)
     if dataset is None or not dataset.image_root:
         raise HTTPException(404, f"sample {sample_id}: its dataset has no image root")

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, StreamingResponse
+from starlette.background import BackgroundTask
+
+from backend import datasets as store
+from backend import exports
+from backend.api.deps import SessionDep, SettingsDep, SpaceDep
+from backend.models import Sample, Selection
+from backend.schemas import Page, SampleOut, SelectionOut
+from backend.selections import (
+    PreviewRequest,
+    SelectionRequest,
+    by_task_type,
+    ids_from_bytes,
+    resolve_selection,
+    save_selection,
+)
+
+router = APIRouter(tags=["selections"])
+
+
+def selection_out(sel: Selection, counts: dict[str, int]) -> SelectionOut:
+    return SelectionOut(
+        id=sel.id,
+        dataset_id=sel.dataset_id,
+        name=sel.name,
+        count=sel.count,
+        recipe=sel.recipe,
+        by_task_type=counts,
+        created_at=sel.created_at,
+    )
+
+
+def get_selection_row(session: SessionDep, sel: int) -> Selection:
+    row = session.get(Selection, sel)
+    if row is None:
+        raise store.NotFound(f"selection {sel} not found")
+    return row
+
+
+@router.post("/datasets/{ds}/selections", response_model=SelectionOut, status_code=201)
+def create_selection(ds: int, body: SelectionRequest, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
+    """Resolve a recipe (region + filters + sampling) and save it with its sample ids."""
+    dataset = store.get_dataset(session, ds)
+    res = resolve_selection(session, space_store, ds, body)
+    if len(res.ids) == 0:
+        raise HTTPException(
+            422, f"the selection is empty: no sample of the {res.population} that pass the filters lies in the region"
+        )
+    sel = save_selection(session, dataset, body, res)
+    session.commit()
+    return selection_out(sel, res.by_task_type())
+
+
+@router.post("/datasets/{ds}/selections/preview")
+def preview_selection(ds: int, body: PreviewRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
+    """Count, task-type shares and the first page of a recipe, without saving it (the lasso's round trip)."""
+    store.get_dataset(session, ds)
+    res = resolve_selection(session, space_store, ds, body)
+    first = [int(i) for i in res.ids[: body.limit]]
+    rows = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(first))} if first else {}
+    items = store.samples_out(session, [rows[i] for i in first if i in rows])
+    stats: dict[str, Any] = {}
+    if res.x is not None and res.y is not None and len(res.ids):
+        stats = {
+            "x": {"mean": float(res.x.mean()), "median": float(_median(res.x))},
+            "y": {"mean": float(res.y.mean()), "median": float(_median(res.y))},
+        }
+    return {
+        "count": len(res.ids),
+        "population": res.population,
+        "by_task_type": res.by_task_type(),
+        "stats": stats,
+        "items": [i.model_dump(by_alias=True) for i in items],
+        "total": len(res.ids),
+    }
+
+
+def _median(v: Any) -> float:
+    import numpy as np
+
+    return float(np.median(v))
+
+
+@router.get("/selections/{sel}", response_model=SelectionOut)
+def get_selection(sel: int, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
+    row = get_selection_row(session, sel)
+    return selection_out(row, by_task_type(session, space_store, row.dataset_id, ids_from_bytes(row.sample_ids)))
+
+
+@router.get("/selections/{sel}/samples", response_model=Page[SampleOut])
+def selection_samples(
+    sel: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1)] = 50,
+) -> Page[SampleOut]:
+    if limit > settings.max_page_size:
+        raise HTTPException(422, f"limit {limit} is over the maximum page size {settings.max_page_size}")
+    row = get_selection_row(session, sel)
+    ids = [int(i) for i in ids_from_bytes(row.sample_ids)[offset : offset + limit]]
+    found = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(ids))} if ids else {}
+    items = store.samples_out(session, [found[i] for i in ids if i in found])
+    return Page(items=items, total=row.count, offset=offset, limit=limit)
+
+
+@router.get(
+    "/selections/{sel}/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {m: {} for m in exports.MEDIA.values()}}},
+)
+def export_selection(
+    sel: int,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    space_store: SpaceDep,
+    format: Literal["llava", "jsonl", "parquet", "ids"] = "llava",
+) -> Any:
+    """The selection's samples in one format, streamed (LLaVA JSON loads in LLaVA's training code)."""
+    row = get_selection_row(session, sel)
+    ids = ids_from_bytes(row.sample_ids)
+    factory = request.app.state.session_factory
+    name = f"selection-{row.id}.{exports.SUFFIX[format]}"
+    headers = {"Content-Disposition": f'attachment; filename="{name}"'}
+    if format == "parquet":
+        tmp_dir = settings.data_dir / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tempfile.NamedTemporaryFile(dir=tmp_dir, suffix=".parquet", delete=False)  # noqa: SIM115
+        with tmp:
+            exports.write_parquet(factory, space_store, row.dataset_id, ids, tmp)
+        path = tmp.name
+        return FileResponse(
+            path, media_type=exports.MEDIA[format], filename=name, background=BackgroundTask(_unlink, path)
+        )
+    it = (
+        exports.iter_llava(factory, ids)
+        if format == "llava"
+        else exports.iter_jsonl(factory, space_store, row.dataset_id, ids)
+        if format == "jsonl"
+        else exports.iter_ids(factory, ids)
+    )
+    return StreamingResponse(it, media_type=exports.MEDIA[format], headers=headers)
+
+
+def _unlink(path: str) -> None:
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        os.unlink(path)

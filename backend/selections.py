@@ -1,0 +1,282 @@
+"""Selections and curricula: saved recipes over the quality space, resolved to sample ids.
+
+Filters (task types, metadata values, metric ranges, errors) first define the population; the region
+is then decided within it, so "top 5%" or a grid cell is relative to the filtered population.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
+
+from backend.models import Curriculum, CurriculumStage, Dataset, Selection
+from backend.regions import AllRegion, CurriculumBuilder, RangeFilter, Region, Sample, curriculum_stages, region_mask
+from backend.regions import sample_indices as draw
+from backend.space import Axis, SpaceStore, align, resolve_axis
+
+IdArray = npt.NDArray[np.int32]
+
+
+class Filters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task_types: list[str] | None = Field(default=None, description="keep only these task types")
+    exclude_errors: bool = Field(default=True, description="drop samples with an error in any run")
+    ranges: list[RangeFilter] | None = Field(default=None, description="metric ranges, e.g. {axis, min, max}")
+    metadata: dict[str, list[Any]] | None = Field(default=None, description="metadata field -> allowed values")
+
+    @field_validator("ranges", mode="before")
+    @classmethod
+    def _ranges_from_mapping(cls, value: Any) -> Any:
+        # Also accept {"AXIS": [lo, hi]}, the compact form scripts like to write.
+        if isinstance(value, dict):
+            out = []
+            for axis, bounds in value.items():
+                if not isinstance(bounds, list | tuple) or len(bounds) != 2:
+                    raise ValueError(f"range on {axis!r}: expected [min, max]")
+                out.append({"axis": axis, "min": bounds[0], "max": bounds[1]})
+            return out
+        return value
+
+
+class SelectionRequest(Filters):
+    name: str | None = Field(default=None, max_length=200)
+    x: str = "loss"
+    y: str = "clip"
+    region: Region
+    sample: Sample | None = None
+
+
+class PreviewRequest(SelectionRequest):
+    limit: int = Field(default=12, ge=0, le=200)
+
+
+class CurriculumRequest(Filters):
+    name: str | None = Field(default=None, max_length=200)
+    x: str = "loss"
+    y: str = "clip"
+    builder: CurriculumBuilder | None = None
+    stages: list[int] | None = Field(default=None, min_length=1, max_length=100, description="selection ids")
+
+
+class SelectionError(ValueError):
+    """A recipe that cannot be resolved (unknown task type, empty result...)."""
+
+
+@dataclass
+class Resolved:
+    ids: IdArray
+    task_codes: npt.NDArray[np.int8]
+    task_types: list[str]
+    axes: dict[str, Axis] = field(default_factory=dict)
+    population: int = 0
+    x: npt.NDArray[np.float64] | None = None
+    y: npt.NDArray[np.float64] | None = None
+
+    def by_task_type(self) -> dict[str, int]:
+        counts = np.bincount(self.task_codes.astype(np.int64), minlength=len(self.task_types))
+        return {t: int(c) for t, c in zip(self.task_types, counts, strict=False) if c}
+
+
+@dataclass
+class _Base:
+    ids: IdArray
+    codes: npt.NDArray[np.int8]
+    task_types: list[str]
+    x: npt.NDArray[np.float64] | None
+    y: npt.NDArray[np.float64] | None
+    axes: dict[str, Axis]
+
+
+def _base(session: Session, store: SpaceStore, ds: int, x: str, y: str, need_axes: bool) -> _Base:
+    if need_axes:
+        ax, ay = resolve_axis(session, ds, x), resolve_axis(session, ds, y)
+        sp = store.space(session, ds, ax, ay)
+        return _Base(sp.ids, sp.task_codes, sp.task_types, sp.x, sp.y, {"x": ax, "y": ay})
+    cols = store.dataset_columns(session, ds)
+    return _Base(cols.ids, cols.task_codes, cols.task_types, None, None, {})
+
+
+def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters) -> npt.NDArray[np.bool_]:
+    mask = np.ones(len(base.ids), dtype=bool)
+    if f.task_types:
+        unknown = [t for t in f.task_types if t not in base.task_types]
+        if unknown:
+            raise SelectionError(f"unknown task type(s) {unknown}; this dataset has {base.task_types}")
+        codes = [base.task_types.index(t) for t in f.task_types]
+        mask &= np.isin(base.codes, codes)
+    if f.exclude_errors:
+        bad = store.error_ids(session, ds)
+        if len(bad):
+            mask &= ~np.isin(base.ids, bad, assume_unique=True)
+    for r in f.ranges or []:
+        axis = resolve_axis(session, ds, r.axis)
+        col = store.column(session, axis)
+        vals = align(base.ids, col.ids, col.values, np.nan)
+        mask &= r.mask(vals.astype(np.float64))
+    for name, allowed in (f.metadata or {}).items():
+        if not allowed:
+            raise SelectionError(f"metadata filter {name!r}: give at least one value")
+        mids, mvals = store.metadata_column(session, ds, name)
+        vals = align(base.ids, mids, mvals, None)
+        wanted = {str(v) for v in allowed}
+        mask &= np.fromiter((v is not None and str(v) in wanted for v in vals), dtype=bool, count=len(vals))
+    return mask
+
+
+def resolve_selection(session: Session, store: SpaceStore, ds: int, req: SelectionRequest) -> Resolved:
+    """The sample ids a recipe selects (sorted); deterministic for the same recipe and scores."""
+    need_axes = not isinstance(req.region, AllRegion)
+    base = _base(session, store, ds, req.x, req.y, need_axes)
+    mask = filter_mask(session, store, ds, base, req)
+    population = int(mask.sum())
+    if need_axes:
+        assert base.x is not None and base.y is not None
+        idx = np.flatnonzero(mask)
+        inside = region_mask(req.region, base.x[idx], base.y[idx])
+        mask = np.zeros(len(base.ids), dtype=bool)
+        mask[idx[inside]] = True
+    idx = np.flatnonzero(mask)
+    if req.sample is not None:
+        idx = draw(idx, req.sample.n, req.sample.seed)
+    return Resolved(
+        ids=base.ids[idx].astype(np.int32),
+        task_codes=base.codes[idx],
+        task_types=base.task_types,
+        axes=base.axes,
+        population=population,
+        x=None if base.x is None else base.x[idx],
+        y=None if base.y is None else base.y[idx],
+    )
+
+
+def ids_to_bytes(ids: IdArray) -> bytes:
+    return np.asarray(ids, dtype="<i4").tobytes()
+
+
+def ids_from_bytes(blob: bytes) -> IdArray:
+    return np.frombuffer(blob, dtype="<i4").astype(np.int32)
+
+
+def save_selection(session: Session, ds: Dataset, req: SelectionRequest, res: Resolved) -> Selection:
+    recipe = req.model_dump(mode="json", exclude={"name"})
+    recipe["resolved_axes"] = {k: a.as_dict() for k, a in res.axes.items()}
+    recipe["population"] = res.population
+    sel = Selection(
+        dataset_id=ds.id, name=req.name, recipe=recipe, count=len(res.ids), sample_ids=ids_to_bytes(res.ids)
+    )
+    session.add(sel)
+    session.flush()
+    return sel
+
+
+def by_task_type(session: Session, store: SpaceStore, dataset_id: int, ids: IdArray) -> dict[str, int]:
+    cols = store.dataset_columns(session, dataset_id)
+    pos = np.searchsorted(cols.ids, ids)
+    pos = pos[(pos < len(cols.ids))]
+    codes = cols.task_codes[pos]
+    counts = np.bincount(codes.astype(np.int64), minlength=len(cols.task_types))
+    return {t: int(c) for t, c in zip(cols.task_types, counts, strict=False) if c}
+
+
+# ----------------------------------------------------------------------------------------------
+# Curricula
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PlannedStage:
+    name: str
+    ids: IdArray
+    recipe: dict[str, Any]
+    selection_id: int | None = None
+
+
+def plan_builder(session: Session, store: SpaceStore, ds: int, req: CurriculumRequest) -> list[PlannedStage]:
+    """The paper's builder: stage k keeps x >= x_min + k*dx and y >= y_min + k*dy, n drawn per stage."""
+    b = req.builder
+    assert b is not None
+    base = _base(session, store, ds, req.x, req.y, need_axes=True)
+    assert base.x is not None and base.y is not None
+    eligible = filter_mask(session, store, ds, base, req)
+    finite = eligible & np.isfinite(base.x) & np.isfinite(base.y)
+    if not finite.any():
+        raise SelectionError("no scored samples pass the filters; nothing to build stages from")
+    x0 = float(base.x[finite].min()) if b.x_min is None else b.x_min
+    y0 = float(base.y[finite].min()) if b.y_min is None else b.y_min
+    drawn = curriculum_stages(base.x, base.y, eligible, b.stages, x0, y0, b.dx, b.dy, b.per_stage, b.seed, b.disjoint)
+    names = _stage_names(b.stages)
+    out = []
+    for k, idx in enumerate(drawn):
+        thr_x, thr_y = x0 + k * b.dx, y0 + k * b.dy
+        available = int((finite & (base.x >= thr_x) & (base.y >= thr_y)).sum())
+        recipe = {
+            "stage": k,
+            "x_min": thr_x,
+            "y_min": thr_y,
+            "per_stage": b.per_stage,
+            "seed": b.seed,
+            "available": available,
+            "rule": f"x >= {thr_x:.6g} and y >= {thr_y:.6g}",
+        }
+        out.append(PlannedStage(names[k], base.ids[idx].astype(np.int32), recipe))
+    return out
+
+
+def _stage_names(n: int) -> list[str]:
+    if n == 3:
+        return ["initialization", "intermediate", "advanced"]  # the paper's names
+    return [f"stage_{k + 1}" for k in range(n)]
+
+
+def plan_from_selections(session: Session, ds: int, selection_ids: list[int]) -> list[PlannedStage]:
+    from backend.datasets import NotFound
+
+    out = []
+    for k, sid in enumerate(selection_ids):
+        sel = session.get(Selection, sid)
+        if sel is None or sel.dataset_id != ds:
+            raise NotFound(f"selection {sid} not found in dataset {ds}")
+        name = sel.name or f"stage_{k + 1}"
+        out.append(PlannedStage(name, ids_from_bytes(sel.sample_ids), {"stage": k, "selection": sel.recipe}, sid))
+    return out
+
+
+def plan_curriculum(session: Session, store: SpaceStore, ds: int, req: CurriculumRequest) -> list[PlannedStage]:
+    if (req.builder is None) == (req.stages is None):
+        raise SelectionError("give either 'builder' (the paper's staged builder) or 'stages' (selection ids)")
+    if req.builder is not None:
+        return plan_builder(session, store, ds, req)
+    assert req.stages is not None
+    return plan_from_selections(session, ds, req.stages)
+
+
+def save_curriculum(
+    session: Session, store: SpaceStore, ds: Dataset, req: CurriculumRequest, stages: list[PlannedStage]
+) -> Curriculum:
+    recipe = req.model_dump(mode="json", exclude={"name"})
+    if req.builder is not None:
+        recipe["resolved_axes"] = {
+            "x": resolve_axis(session, ds.id, req.x).as_dict(),
+            "y": resolve_axis(session, ds.id, req.y).as_dict(),
+        }
+    cur = Curriculum(dataset_id=ds.id, name=req.name, recipe=recipe)
+    for k, st in enumerate(stages):
+        cur.stages.append(
+            CurriculumStage(
+                position=k,
+                name=st.name,
+                selection_id=st.selection_id,
+                recipe=st.recipe,
+                count=len(st.ids),
+                sample_ids=ids_to_bytes(st.ids),
+            )
+        )
+    session.add(cur)
+    session.flush()
+    return cur
