@@ -8,6 +8,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+MAX_PAGE = 1000  # items per page of samples
 
 
 class Health(BaseModel):
@@ -102,3 +103,25 @@ class CurriculumOut(BaseModel):
     stages: list[StageOut]
     count: int
     created_at: datetime
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx/5xx body: `detail` says what is wrong and where."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str | list[Any] | dict[str, Any]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (401, "authentication required (QSPACE_API_TOKEN is set)"),
+        (403, "forbidden: wrong token, or a path outside the allowed roots"),
+        (404, "no such dataset, sample, run, selection or curriculum"),
+        (409, "conflict with the current state"),
+        (413, "request body too large"),
+        (422, "invalid request: the message names the field"),
+        (503, "a service (broker, database) is unavailable"),
+    )
+}

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from backend.api.app import create_app
+from backend.migrate import head
 from backend.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
@@ -31,7 +32,7 @@ def post_sample(client: TestClient, name: str = "sample") -> dict:
 
 def test_health(client: TestClient) -> None:
     body = client.get("/api/health").json()
-    assert body["status"] == "ok" and body["schema_revision"] == "0001"
+    assert body["status"] == "ok" and body["schema_revision"] == head()
 
 
 def test_create_list_get_delete(client: TestClient) -> None:

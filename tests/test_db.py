@@ -5,14 +5,14 @@ from pathlib import Path
 from sqlalchemy import Engine, inspect, text
 
 from backend.db import make_engine
-from backend.migrate import current, downgrade, upgrade
+from backend.migrate import current, downgrade, head, upgrade
 from tests.conftest import create_pg_database, drop_pg_database
 
 TABLES = {"datasets", "samples", "runs", "scores", "selections", "curricula", "curriculum_stages"}
 
 
 def test_schema_is_at_head(engine: Engine) -> None:
-    assert current(engine) == "0001"
+    assert current(engine) == head()
     assert set(inspect(engine).get_table_names()) >= TABLES
 
 
@@ -25,7 +25,7 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
 
 def _round_trip(engine: Engine) -> None:
     upgrade(engine)
-    assert current(engine) == "0001"
+    assert current(engine) == head()
     downgrade(engine, "base")
     assert current(engine) is None
     assert not TABLES & set(inspect(engine).get_table_names())

@@ -16,6 +16,7 @@ from backend.api.routers import curricula, datasets, health, samples, selections
 from backend.datasets import NotFound, UnsafePath
 from backend.db import make_engine, make_session_factory
 from backend.ingest import IngestError
+from backend.schemas import ERROR_RESPONSES
 from backend.selections import SelectionError
 from backend.settings import Settings, get_settings
 from backend.space import AxisError, SpaceStore
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         description="Explore the quality space of multimodal instruction data.",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.engine = engine

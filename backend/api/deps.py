@@ -6,7 +6,7 @@ import hmac
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.settings import Settings
@@ -31,6 +31,9 @@ def get_space_store(request: Request) -> SpaceStore:
     space: SpaceStore = request.app.state.space
     return space
 
+
+# Path ids fit in the int32 primary keys of every backend; larger numbers are 422, not a driver error.
+Id = Annotated[int, Path(ge=1, le=2_147_483_647)]
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 SpaceDep = Annotated[SpaceStore, Depends(get_space_store)]

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 
 from backend import datasets as store
 from backend import exports
-from backend.api.deps import SessionDep, SettingsDep, SpaceDep
+from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
 from backend.models import Curriculum
 from backend.schemas import CurriculumOut, StageOut
 from backend.selections import CurriculumRequest, SelectionError, by_task_type, ids_from_bytes, plan_curriculum
@@ -43,7 +43,7 @@ def curriculum_out(session: SessionDep, space_store: SpaceDep, cur: Curriculum) 
 
 
 @router.post("/datasets/{ds}/curricula", response_model=CurriculumOut, status_code=201)
-def create_curriculum(ds: int, body: CurriculumRequest, session: SessionDep, space_store: SpaceDep) -> CurriculumOut:
+def create_curriculum(ds: Id, body: CurriculumRequest, session: SessionDep, space_store: SpaceDep) -> CurriculumOut:
     """The paper's staged builder, or an ordered list of saved selections, saved as a curriculum."""
     dataset = store.get_dataset(session, ds)
     stages = plan_curriculum(session, space_store, ds, body)
@@ -55,7 +55,7 @@ def create_curriculum(ds: int, body: CurriculumRequest, session: SessionDep, spa
 
 
 @router.post("/datasets/{ds}/curricula/preview")
-def preview_curriculum(ds: int, body: CurriculumRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
+def preview_curriculum(ds: Id, body: CurriculumRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
     """Stage thresholds and sizes of a builder recipe, without saving (for live stage sizes in the UI)."""
     store.get_dataset(session, ds)
     stages = plan_curriculum(session, space_store, ds, body)
@@ -63,7 +63,7 @@ def preview_curriculum(ds: int, body: CurriculumRequest, session: SessionDep, sp
 
 
 @router.get("/curricula/{cur}", response_model=CurriculumOut)
-def get_curriculum(cur: int, session: SessionDep, space_store: SpaceDep) -> CurriculumOut:
+def get_curriculum(cur: Id, session: SessionDep, space_store: SpaceDep) -> CurriculumOut:
     row = session.get(Curriculum, cur)
     if row is None:
         raise store.NotFound(f"curriculum {cur} not found")
@@ -74,7 +74,7 @@ def get_curriculum(cur: int, session: SessionDep, space_store: SpaceDep) -> Curr
     "/curricula/{cur}/export", response_class=FileResponse, responses={200: {"content": {"application/zip": {}}}}
 )
 def export_curriculum(
-    cur: int, request: Request, session: SessionDep, settings: SettingsDep, space_store: SpaceDep
+    cur: Id, request: Request, session: SessionDep, settings: SettingsDep, space_store: SpaceDep
 ) -> FileResponse:
     """A zip: one LLaVA JSON per stage, JSONL/Parquet/ids per stage, and manifest.json."""
     if session.get(Curriculum, cur) is None:

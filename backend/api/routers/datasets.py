@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from backend import datasets as store
-from backend.api.deps import SessionDep, SettingsDep, SpaceDep
+from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
 from backend.ingest import IngestOptions, ingest
-from backend.schemas import DatasetCreate, DatasetOut, Page, SampleOut
+from backend.schemas import MAX_PAGE, DatasetCreate, DatasetOut, Page, SampleOut
 from backend.task_types import load_prompts, load_rules
 
 router = APIRouter(tags=["datasets"])
@@ -58,12 +58,12 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
 
 
 @router.get("/datasets/{ds}", response_model=DatasetOut)
-def get_dataset(ds: int, session: SessionDep) -> DatasetOut:
+def get_dataset(ds: Id, session: SessionDep) -> DatasetOut:
     return store.describe_dataset(session, store.get_dataset(session, ds))
 
 
 @router.delete("/datasets/{ds}", status_code=204)
-def delete_dataset(ds: int, session: SessionDep, space_store: SpaceDep) -> Response:
+def delete_dataset(ds: Id, session: SessionDep, space_store: SpaceDep) -> Response:
     store.delete_dataset(session, store.get_dataset(session, ds))
     session.commit()
     space_store.drop_dataset(ds)
@@ -72,15 +72,13 @@ def delete_dataset(ds: int, session: SessionDep, space_store: SpaceDep) -> Respo
 
 @router.get("/datasets/{ds}/samples", response_model=Page[SampleOut])
 def list_samples(
-    ds: int,
+    ds: Id,
     session: SessionDep,
     settings: SettingsDep,
     task_type: str | None = None,
     offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> Page[SampleOut]:
-    if limit > settings.max_page_size:
-        raise HTTPException(422, f"limit {limit} is over the maximum page size {settings.max_page_size}")
     dataset = store.get_dataset(session, ds)
     items, total = store.page_samples(session, dataset, task_type, offset, limit)
     return Page(items=items, total=total, offset=offset, limit=limit)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 
 from backend import datasets as store
-from backend.api.deps import SessionDep, SettingsDep
+from backend.api.deps import Id, SessionDep, SettingsDep
 from backend.images import thumbnail
 from backend.models import Dataset
 from backend.schemas import SampleOut
@@ -17,7 +17,7 @@ router = APIRouter(tags=["samples"])
 
 
 @router.get("/samples/{sample_id}", response_model=SampleOut)
-def get_sample(sample_id: int, session: SessionDep) -> SampleOut:
+def get_sample(sample_id: Id, session: SessionDep) -> SampleOut:
     return store.samples_out(session, [store.get_sample(session, sample_id)])[0]
 
 
@@ -27,7 +27,7 @@ def get_sample(sample_id: int, session: SessionDep) -> SampleOut:
     responses={200: {"content": {"image/*": {}}}, 403: {}, 404: {}},
 )
 def get_image(
-    sample_id: int,
+    sample_id: Id,
     session: SessionDep,
     settings: SettingsDep,
     index: Annotated[int, Query(ge=0)] = 0,

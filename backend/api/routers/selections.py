@@ -9,9 +9,9 @@ from starlette.background import BackgroundTask
 
 from backend import datasets as store
 from backend import exports
-from backend.api.deps import SessionDep, SettingsDep, SpaceDep
+from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
 from backend.models import Sample, Selection
-from backend.schemas import Page, SampleOut, SelectionOut
+from backend.schemas import MAX_PAGE, Page, SampleOut, SelectionOut
 from backend.selections import (
     PreviewRequest,
     SelectionRequest,
@@ -36,7 +36,7 @@ def selection_out(sel: Selection, counts: dict[str, int]) -> SelectionOut:
     )
 
 
-def get_selection_row(session: SessionDep, sel: int) -> Selection:
+def get_selection_row(session: SessionDep, sel: Id) -> Selection:
     row = session.get(Selection, sel)
     if row is None:
         raise store.NotFound(f"selection {sel} not found")
@@ -44,7 +44,7 @@ def get_selection_row(session: SessionDep, sel: int) -> Selection:
 
 
 @router.post("/datasets/{ds}/selections", response_model=SelectionOut, status_code=201)
-def create_selection(ds: int, body: SelectionRequest, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
+def create_selection(ds: Id, body: SelectionRequest, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
     """Resolve a recipe (region + filters + sampling) and save it with its sample ids."""
     dataset = store.get_dataset(session, ds)
     res = resolve_selection(session, space_store, ds, body)
@@ -58,7 +58,7 @@ def create_selection(ds: int, body: SelectionRequest, session: SessionDep, space
 
 
 @router.post("/datasets/{ds}/selections/preview")
-def preview_selection(ds: int, body: PreviewRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
+def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
     """Count, task-type shares and the first page of a recipe, without saving it (the lasso's round trip)."""
     store.get_dataset(session, ds)
     res = resolve_selection(session, space_store, ds, body)
@@ -88,21 +88,19 @@ def _median(v: Any) -> float:
 
 
 @router.get("/selections/{sel}", response_model=SelectionOut)
-def get_selection(sel: int, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
+def get_selection(sel: Id, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
     row = get_selection_row(session, sel)
     return selection_out(row, by_task_type(session, space_store, row.dataset_id, ids_from_bytes(row.sample_ids)))
 
 
 @router.get("/selections/{sel}/samples", response_model=Page[SampleOut])
 def selection_samples(
-    sel: int,
+    sel: Id,
     session: SessionDep,
     settings: SettingsDep,
     offset: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1)] = 50,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> Page[SampleOut]:
-    if limit > settings.max_page_size:
-        raise HTTPException(422, f"limit {limit} is over the maximum page size {settings.max_page_size}")
     row = get_selection_row(session, sel)
     ids = [int(i) for i in ids_from_bytes(row.sample_ids)[offset : offset + limit]]
     found = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(ids))} if ids else {}
@@ -116,7 +114,7 @@ def selection_samples(
     responses={200: {"content": {m: {} for m in exports.MEDIA.values()}}},
 )
 def export_selection(
-    sel: int,
+    sel: Id,
     request: Request,
     session: SessionDep,
     settings: SettingsDep,

@@ -7,7 +7,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import text
 
 from backend import datasets as store
-from backend.api.deps import SessionDep, SpaceDep
+from backend.api.deps import Id, SessionDep, SpaceDep
 from backend.space import align, arrow_bytes, categorise, density, resolve_axis, summary
 from backend.space import list_axes as axes_of
 
@@ -17,7 +17,7 @@ ARROW = "application/vnd.apache.arrow.stream"
 
 
 @router.get("/datasets/{ds}/axes")
-def list_axes(ds: int, session: SessionDep) -> list[dict[str, Any]]:
+def list_axes(ds: Id, session: SessionDep) -> list[dict[str, Any]]:
     """Every metric of every run of the dataset, usable as an axis (`RUN:METRIC`)."""
     store.get_dataset(session, ds)
     return axes_of(session, ds)
@@ -28,7 +28,7 @@ def list_axes(ds: int, session: SessionDep) -> list[dict[str, Any]]:
     responses={200: {"content": {ARROW: {}, "application/json": {}}}},
 )
 def get_space(
-    ds: int,
+    ds: Id,
     session: SessionDep,
     space_store: SpaceDep,
     x: str = "loss",
@@ -82,7 +82,7 @@ def get_space(
 
 @router.get("/datasets/{ds}/density")
 def get_density(
-    ds: int,
+    ds: Id,
     session: SessionDep,
     space_store: SpaceDep,
     x: str = "loss",
@@ -104,7 +104,7 @@ def get_density(
 
 @router.get("/datasets/{ds}/summary")
 def get_summary(
-    ds: int, session: SessionDep, space_store: SpaceDep, x: str = "loss", y: str = "clip"
+    ds: Id, session: SessionDep, space_store: SpaceDep, x: str = "loss", y: str = "clip"
 ) -> dict[str, Any]:
     """Per-axis quantiles and per-task-type count, mean and quartiles on both axes."""
     store.get_dataset(session, ds)
@@ -115,7 +115,7 @@ def get_summary(
 
 @router.get("/datasets/{ds}/metadata_fields")
 def metadata_fields(
-    ds: int, session: SessionDep, max_values: Annotated[int, Query(ge=1, le=200)] = 50
+    ds: Id, session: SessionDep, max_values: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict[str, Any]:
     """Low-cardinality metadata fields (e.g. a defect label) and their values with counts."""
     store.get_dataset(session, ds)
