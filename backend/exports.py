@@ -173,7 +173,10 @@ def write_parquet(
         meta = {b"qspace.runs": orjson.dumps(cols.runs)}
         schema = pa.schema(fields, metadata=meta)
         n = 0
-        with pq.ParquetWriter(out, schema, compression="snappy") as writer:
+        # Dictionary encoding only where values repeat: trying it on unique conversation text costs time.
+        with pq.ParquetWriter(
+            out, schema, compression="snappy", use_dictionary=["task_type"], write_statistics=["sample_id"]
+        ) as writer:
             for batch in _batches(ids):
                 rows = _rows(session, batch)
                 data: dict[str, list[Any]] = {

@@ -102,7 +102,13 @@ def _base(session: Session, store: SpaceStore, ds: int, x: str, y: str, need_axe
     return _Base(cols.ids, cols.task_codes, cols.task_types, None, None, {})
 
 
-def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters) -> npt.NDArray[np.bool_]:
+def filter_mask(
+    session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters
+) -> npt.NDArray[np.bool_] | None:
+    """Which base points pass the filters; None when no filter applies (saves 1M-element copies)."""
+    bad = store.error_ids(session, ds) if f.exclude_errors else np.empty(0, dtype=np.int32)
+    if not (f.task_types or len(bad) or f.ranges or f.metadata):
+        return None
     mask = np.ones(len(base.ids), dtype=bool)
     if f.task_types:
         unknown = [t for t in f.task_types if t not in base.task_types]
@@ -110,10 +116,8 @@ def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Fi
             raise SelectionError(f"unknown task type(s) {unknown}; this dataset has {base.task_types}")
         codes = [base.task_types.index(t) for t in f.task_types]
         mask &= np.isin(base.codes, codes)
-    if f.exclude_errors:
-        bad = store.error_ids(session, ds)
-        if len(bad):
-            mask &= ~np.isin(base.ids, bad, assume_unique=True)
+    if len(bad):
+        mask &= ~np.isin(base.ids, bad, assume_unique=True)
     for r in f.ranges or []:
         axis = resolve_axis(session, ds, r.axis)
         col = store.column(session, axis)
@@ -134,14 +138,16 @@ def resolve_selection(session: Session, store: SpaceStore, ds: int, req: Selecti
     need_axes = not isinstance(req.region, AllRegion)
     base = _base(session, store, ds, req.x, req.y, need_axes)
     mask = filter_mask(session, store, ds, base, req)
-    population = int(mask.sum())
+    population = len(base.ids) if mask is None else int(mask.sum())
     if need_axes:
         assert base.x is not None and base.y is not None
-        idx = np.flatnonzero(mask)
-        inside = region_mask(req.region, base.x[idx], base.y[idx])
-        mask = np.zeros(len(base.ids), dtype=bool)
-        mask[idx[inside]] = True
-    idx = np.flatnonzero(mask)
+        if mask is None:
+            idx = np.flatnonzero(region_mask(req.region, base.x, base.y))
+        else:
+            sub = np.flatnonzero(mask)
+            idx = sub[region_mask(req.region, base.x[sub], base.y[sub])]
+    else:
+        idx = np.arange(len(base.ids)) if mask is None else np.flatnonzero(mask)
     if req.sample is not None:
         idx = draw(idx, req.sample.n, req.sample.seed)
     return Resolved(
@@ -204,7 +210,9 @@ def plan_builder(session: Session, store: SpaceStore, ds: int, req: CurriculumRe
     base = _base(session, store, ds, req.x, req.y, need_axes=True)
     assert base.x is not None and base.y is not None
     eligible = filter_mask(session, store, ds, base, req)
-    finite = eligible & np.isfinite(base.x) & np.isfinite(base.y)
+    finite = np.isfinite(base.x) & np.isfinite(base.y)
+    if eligible is not None:
+        finite &= eligible
     if not finite.any():
         raise SelectionError("no scored samples pass the filters; nothing to build stages from")
     x0 = float(base.x[finite].min()) if b.x_min is None else b.x_min
