@@ -189,6 +189,67 @@ def export_cmd(
         _fail(f"export what? {what!r}: use 'selection' or 'curriculum'")
 
 
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="queues to consume, comma-separated (gpu = scoring)")] = "gpu,default",
+    concurrency: Annotated[int | None, typer.Option(help="processes (default QSPACE_WORKER_CONCURRENCY)")] = None,
+    device: Annotated[str | None, typer.Option(help="torch device for scorers, e.g. cuda:1 (default: auto)")] = None,
+    pool: Annotated[str | None, typer.Option(help="Celery pool: prefork (default), solo, threads")] = None,
+    loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
+) -> None:
+    """Run a scoring worker on QSPACE_BROKER_URL (one process per GPU)."""
+    from workers.cli import run_worker
+
+    run_worker(get_settings(), queues=queues, concurrency=concurrency, device=device, pool=pool, loglevel=loglevel)
+
+
+@app.command()
+def score(
+    dataset: Annotated[str, typer.Argument(help="dataset name or id")],
+    kind: Annotated[str, typer.Option(help="scorer kind: clip, mllm_loss, lm_loss, ifd, length")],
+    model: Annotated[str | None, typer.Option(help="model name or local checkpoint directory")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="scorer parameter key=value (repeatable)")] = None,
+    queue: Annotated[
+        bool, typer.Option("--queue", help="enqueue for the workers (qspace serve / qspace worker) and follow it")
+    ] = False,
+    follow: Annotated[bool, typer.Option(help="with --queue: wait for the run to finish")] = True,
+    device: Annotated[str | None, typer.Option(help="in-process: torch device (default: auto)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Score DATASET with a scorer and store the scores (the same scorer again resumes the run). Prints the run id."""
+    from backend.datasets import NotFound
+    from backend.queue import QueueUnavailable
+    from workers.cli import parse_params, score_in_process, score_through_queue
+
+    settings = get_settings()
+    try:
+        params = parse_params(model, param or [])
+        if queue:
+            out = score_through_queue(settings, dataset, kind, params, follow=follow, progress=progress)
+        else:
+            out = score_in_process(settings, dataset, kind, params, device=device, progress=progress)
+    except (ValueError, NotFound, QueueUnavailable) as exc:
+        _fail(str(exc), code=2)
+        return
+    rate = f", {out.samples_per_s:.1f} samples/s" if out.samples_per_s else ""
+    typer.secho(
+        f"run {out.id} ({out.kind}) {out.status}: {out.done}/{out.total} samples, {out.errors} errors{rate}"
+        + (f" - {out.message}" if out.message else ""),
+        err=True,
+    )
+    typer.echo(out.id)
+    if out.status in ("failed", "cancelled"):
+        raise typer.Exit(1)
+
+
+@app.command("tiny-models")
+def tiny_models(directory: Annotated[Path, typer.Argument(help="where to write clip/, llava/ and lm/")]) -> None:
+    """Write tiny random offline checkpoints (tests and the demo load them like real models)."""
+    from workers.cli import tiny_models as write
+
+    raise typer.Exit(write(str(directory)))
+
+
 def main() -> None:
     try:
         app()

@@ -47,6 +47,23 @@ class Settings(BaseSettings):
     chunk_size: int = 256
     worker_concurrency: int = 1
 
+    # --- scoring queue (backend/queue.py, backend/runs.py, workers/) ---
+    visibility_timeout_s: int = Field(
+        default=300,
+        ge=5,
+        description="Redis: a chunk taken by a worker that died unacknowledged is redelivered after this long; "
+        "keep it well above the time one chunk takes",
+    )
+    broker_transport_options: dict[str, Any] = Field(
+        default_factory=dict, description="extra kombu transport options (JSON), e.g. global_keyprefix"
+    )
+    worker_device: str | None = Field(default=None, description="torch device for scorers, e.g. cuda:1")
+    progress_window_s: float = Field(default=30.0, gt=0, description="time constant of the samples/s estimate")
+    run_stale_s: float = Field(
+        default=900.0, gt=0, description="re-posting an active run with no progress for this long re-enqueues it"
+    )
+    chunk_max_retries: int = Field(default=8, ge=0, description="retries of a chunk after database/broker errors")
+
     @field_validator("image_roots", "data_roots", mode="before")
     @classmethod
     def _paths(cls, value: Any) -> Any:

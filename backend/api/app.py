@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend import __version__
 from backend.api.deps import require_token
-from backend.api.routers import curricula, datasets, health, samples, selections, space
+from backend.api.routers import curricula, datasets, health, runs, samples, scorers, selections, space
 from backend.datasets import NotFound, UnsafePath
 from backend.db import make_engine, make_session_factory
 from backend.ingest import IngestError
@@ -87,6 +87,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(health.router, prefix="/api")
     app.include_router(datasets.router, prefix="/api", dependencies=guarded)
     app.include_router(samples.router, prefix="/api", dependencies=guarded)
+    app.include_router(scorers.router, prefix="/api", dependencies=guarded)
+    app.include_router(runs.router, prefix="/api", dependencies=guarded)
     app.include_router(space.router, prefix="/api", dependencies=guarded)
     app.include_router(selections.router, prefix="/api", dependencies=guarded)
     app.include_router(curricula.router, prefix="/api", dependencies=guarded)

@@ -1,0 +1,185 @@
+"""CPU benchmark with the tiny models: the batched scorers vs a per-sample loop, same model, same inputs.
+
+The per-sample loop is each scorer's ``reference``: one sample at a time, no padding, the direct model
+call (decode, preprocess, tokenize, forward). Both run in this process on the same samples; results are
+asserted equal (1e-4 relative) and the speed ratio is printed.
+
+    python -m bench.scoring [--samples 256] [--layers 12] [--threads 1] [--workers 1] [--batch 32]
+
+The tiny models get CLIP's depth (12 layers per tower; width stays tiny) so that a one-sample model
+call costs what it costs at scale, many small ops, rather than nothing next to JPEG decoding. On a
+CPU, batches past ~32 lose to cache misses, so the batch is smaller than on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from workers.torch_compat import ensure_torchvision
+
+ensure_torchvision()
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from backend.scorer_specs import ScoreItem, ScoreResult  # noqa: E402
+from workers.scorers.clip import ClipScorer  # noqa: E402
+from workers.scorers.lm import IfdScorer, LmLossScorer, MllmLossScorer  # noqa: E402
+from workers.scorers.registry import build_scorer  # noqa: E402
+from workers.tiny_models import _WORDS, write_tiny_models  # noqa: E402
+
+
+def make_samples(
+    folder: Path, n: int, seed: int = 0, sizes: tuple[int, int] = (96, 160), n_images: int = 64
+) -> list[ScoreItem]:
+    """``n`` LLaVA-like samples, 1-3 turns of 4-60 words, each with one JPEG (sides in ``sizes``,
+    ``n_images`` distinct files)."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(min(n, n_images)):
+        w, h = rng.randint(*sizes), rng.randint(*sizes)
+        im = Image.linear_gradient("L").resize((w, h)).convert("RGB")
+        block = max(8, w // 10)
+        for _ in range(30):
+            x, y = rng.randrange(w), rng.randrange(h)
+            im.paste(tuple(rng.randint(0, 255) for _ in range(3)), (x, y, x + block, y + block))
+        im = Image.blend(im, Image.effect_noise((w, h), 40).convert("RGB"), 0.2)  # photo-like entropy
+        path = folder / f"{i}.jpg"
+        im.save(path, quality=90)
+        images.append(str(path))
+
+    def sentence(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(_WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
+
+    items = []
+    for i in range(n):
+        conv = [{"from": "human", "value": "<image>\n" + sentence(4, 15)}, {"from": "gpt", "value": sentence(4, 60)}]
+        for _ in range(rng.randint(0, 2)):
+            conv += [{"from": "human", "value": sentence(3, 12)}, {"from": "gpt", "value": sentence(2, 40)}]
+        items.append(ScoreItem(i, conv, [images[i % len(images)]]))
+    return items
+
+
+def check_equal(batched: dict[int, ScoreResult], reference: list[ScoreResult]) -> float:
+    """Largest relative difference over all metrics; raises if any exceeds 1e-4."""
+    worst = 0.0
+    for want in reference:
+        got = batched[want.sample_id]
+        assert got.error == want.error, (got, want)
+        for k, v in (want.metrics or {}).items():
+            g = (got.metrics or {})[k]
+            rel = abs(g - v) / max(abs(v), 1e-6)
+            worst = max(worst, rel)
+            assert math.isclose(g, v, rel_tol=1e-4, abs_tol=1e-6), (want.sample_id, k, g, v)
+    return worst
+
+
+def model_only(scorer: Any, items: list[ScoreItem]) -> tuple[float, float]:
+    """(seconds one sample per call, seconds batched) for the model step alone, on inputs prepared
+    once (decoded, tokenized): what batching changes in the model calls, without the shared work."""
+    if isinstance(scorer, ClipScorer):
+        prepared: list[Any] = [scorer.prepare(it) for it in items]
+        size: Callable[[Any], int] = lambda x: int((x.tokens != 0).sum())  # noqa: E731
+        step: Callable[[list[Any]], list[ScoreResult]] = scorer.forward
+    elif isinstance(scorer, MllmLossScorer):
+        prepared = [scorer.prepare(scorer._encode(it)) for it in items]
+        size, step = (lambda x: len(x.seq.ids)), scorer._score_batch
+    elif isinstance(scorer, LmLossScorer) and not isinstance(scorer, IfdScorer):
+        prepared = [scorer.encoder.encode(it) for it in items]
+        size, step = (lambda x: len(x.ids)), scorer._score_batch
+    else:
+        return math.nan, math.nan
+    t0 = time.perf_counter()
+    one = {r.sample_id: r for x in prepared for r in step([x])}
+    t_one = time.perf_counter() - t0
+    ordered = sorted(prepared, key=size)
+    b = scorer.batch_size
+    t0 = time.perf_counter()
+    batched = {r.sample_id: r for i in range(0, len(ordered), b) for r in step(ordered[i : i + b])}
+    t_batched = time.perf_counter() - t0
+    check_equal(batched, list(one.values()))
+    return t_one, t_batched
+
+
+def bench(kind: str, params: dict, items: list[ScoreItem], repeats: int = 3) -> dict[str, float]:
+    scorer = build_scorer(kind, params, device="cpu")
+    scorer.load()
+    scorer.score_all(items[:8])  # warm-up: first calls allocate
+    for it in items[:4]:
+        scorer.reference(it)  # type: ignore[attr-defined]
+    t_batched = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        batched = scorer.score_all(items)
+        t_batched = min(t_batched, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    reference = [scorer.reference(it) for it in items]  # type: ignore[attr-defined]
+    t_loop = time.perf_counter() - t0
+    worst = check_equal(batched, reference)
+    ok = [it for it in items if batched[it.sample_id].error is None]
+    m_one, m_batched = model_only(scorer, ok)
+    return {
+        "model_ratio": m_one / m_batched,
+        "batched_s": t_batched,
+        "loop_s": t_loop,
+        "batched_sps": len(items) / t_batched,
+        "loop_sps": len(items) / t_loop,
+        "ratio": t_loop / t_batched,
+        "max_rel_diff": worst,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=12, help="depth of every tiny tower")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both paths)")
+    ap.add_argument("--workers", type=int, default=1, help="image decoding processes for the batched scorers")
+    ap.add_argument("--batch", type=int, default=32, help="batch size of the batched scorers")
+    ap.add_argument("--kinds", default="clip,mllm_loss,lm_loss,ifd")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        models = write_tiny_models(Path(tmp) / "models", layers=args.layers)
+        items = make_samples(Path(tmp) / "images", args.samples)
+        configs = {
+            "clip": {"model": str(models["clip"]), "batch_size": args.batch, "num_workers": args.workers},
+            "mllm_loss": {"model": str(models["llava"]), "batch_size": args.batch, "num_workers": args.workers},
+            "lm_loss": {"model": str(models["lm"]), "batch_size": args.batch},
+            "ifd": {"model": str(models["lm"]), "batch_size": args.batch},
+        }
+        rows = []
+        for kind in args.kinds.split(","):
+            r = bench(kind, configs[kind], items)
+            rows.append((kind, r))
+            print(f"{kind}: {r}", file=sys.stderr)
+    print(
+        f"\n{args.samples} samples, tiny models with {args.layers} layers per tower, batch {args.batch}, "
+        f"torch threads {args.threads}, loader workers {args.workers}, CPU ({os.cpu_count()} cores)\n"
+    )
+    print(
+        "| scorer | per-sample loop (samples/s) | batched scorer (samples/s) | speed-up "
+        "| model step alone: speed-up | max rel. diff |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for kind, r in rows:
+        model = "n/a" if math.isnan(r["model_ratio"]) else f"{r['model_ratio']:.1f}x"
+        print(
+            f"| {kind} | {r['loop_sps']:.0f} | {r['batched_sps']:.0f} | {r['ratio']:.1f}x | {model} "
+            f"| {r['max_rel_diff']:.1e} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""CLIP scorer: batched == per-sample reference, text/long-text/scale options, per-sample errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.scorer_specs import ScoreItem
+from tests.workers.conftest import assert_close
+from workers.scorers.base import load_image, select_text
+from workers.scorers.clip import ClipScorer, clip_text_tokens
+from workers.scorers.registry import build_scorer
+
+
+def _clip(models: dict[str, Path], **params: object) -> ClipScorer:
+    scorer = build_scorer("clip", {"model": str(models["clip"]), "num_workers": 0, **params}, device="cpu")
+    assert isinstance(scorer, ClipScorer)
+    return scorer
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"text": "conversation", "long_text": "chunks"},
+        {"text": "first_turn", "scale": "x100"},
+        {"text": "questions", "batch_size": 5},
+    ],
+)
+def test_batched_equals_reference(tiny_models: dict[str, Path], samples: list[ScoreItem], params: dict) -> None:
+    scorer = _clip(tiny_models, **{"batch_size": 7, **params})
+    got = scorer.score_all(samples)
+    assert sorted(got) == sorted(s.sample_id for s in samples)  # one result per sample
+    n_ok = 0
+    for item in samples:
+        want = scorer.reference(item)
+        assert got[item.sample_id].error == want.error, item.sample_id
+        if want.metrics is not None:
+            assert got[item.sample_id].metrics is not None
+            assert_close(got[item.sample_id].metrics, want.metrics)  # type: ignore[arg-type]
+            n_ok += 1
+    assert n_ok >= 25
+    assert scorer.samples == len(samples) and scorer.errors == len(samples) - n_ok
+    assert scorer.seconds > 0 and scorer.samples_per_s > 0
+
+
+def test_errors_are_rows_and_the_batch_goes_on(tiny_models: dict[str, Path], samples: list[ScoreItem]) -> None:
+    got = _clip(tiny_models, batch_size=64).score_all(samples)
+    errors = {r.error for r in got.values() if r.error}
+    assert "no image" in errors and "empty answer" in errors
+    assert any(e.startswith("image missing: ") and e.endswith("missing.jpg") for e in errors)
+    assert any(e.startswith("image unreadable: ") and "truncated.jpg" in e for e in errors)
+    assert any(e.startswith("image unreadable: ") and "notanimage.jpg" in e for e in errors)
+    text_only = [s.sample_id for s in samples if not s.images]
+    assert all(got[i].error == "no image" for i in text_only)
+    ok = [r for r in got.values() if r.error is None]
+    assert len(ok) == len(samples) - len(text_only) - 4
+    assert all(r.metrics is not None and -1 <= r.metrics["similarity"] <= 1 for r in ok)
+
+
+def test_scale_and_chunks(tiny_models: dict[str, Path], samples: list[ScoreItem]) -> None:
+    base = _clip(tiny_models).score_all(samples)
+    x100 = _clip(tiny_models, scale="x100").score_all(samples)
+    chunks = _clip(tiny_models, long_text="chunks").score_all(samples)
+    tok = _clip(tiny_models).load().tokenizer
+    n_long = 0
+    for s in samples:
+        b = base[s.sample_id].metrics
+        if b is None:
+            continue
+        assert x100[s.sample_id].metrics["similarity"] == pytest.approx(100 * b["similarity"], rel=1e-5)  # type: ignore[index]
+        windows = len(clip_text_tokens(tok, select_text(s.conversations, "answers"), "chunks"))
+        same = chunks[s.sample_id].metrics["similarity"] == pytest.approx(b["similarity"], rel=1e-5)  # type: ignore[index]
+        assert same == (windows == 1), s.sample_id  # one window = CLIP's truncation exactly
+        n_long += windows > 1
+    assert n_long >= 3
+
+
+def test_chunk_windows_cover_the_text(tiny_models: dict[str, Path]) -> None:
+    tok = _clip(tiny_models).load().tokenizer
+    text = " ".join(["red car"] * 100)  # 200 BPE tokens
+    rows = clip_text_tokens(tok, text, "chunks")
+    assert rows.shape == (3, 77)
+    assert (rows[:, 0] == tok.sot_token_id).all()
+    assert int((rows != 0).sum()) == 200 + 2 * 3
+    assert (clip_text_tokens(tok, text, "truncate")[0] == rows[0]).all()
+
+
+def test_multi_image_is_the_mean_over_images(tiny_models: dict[str, Path], samples: list[ScoreItem]) -> None:
+    scorer = _clip(tiny_models)
+    multi = next(s for s in samples if len(s.images) == 3)
+    singles = [ScoreItem(1 + i, multi.conversations, [p]) for i, p in enumerate(multi.images)]
+    each = [scorer.reference(s).metrics["similarity"] for s in singles]  # type: ignore[index]
+    got = scorer.score_all([multi])[multi.sample_id].metrics["similarity"]  # type: ignore[index]
+    assert got == pytest.approx(sum(each) / 3, rel=1e-5)
+
+
+def test_image_workers_give_the_same_results(tiny_models: dict[str, Path], samples: list[ScoreItem]) -> None:
+    serial = _clip(tiny_models, batch_size=4).score_all(samples)
+    parallel = _clip(tiny_models, batch_size=4, num_workers=2).score_all(samples)
+    assert {k: (r.error, r.metrics) for k, r in serial.items()} == {
+        k: (r.error, r.metrics) for k, r in parallel.items()
+    }
+
+
+def test_model_is_loaded_once_per_process(tiny_models: dict[str, Path]) -> None:
+    a = _clip(tiny_models).load()
+    b = _clip(tiny_models, text="questions", batch_size=3).load()
+    assert a.model is b.model
+
+
+def test_device_side_normalisation_is_the_open_clip_transform(tiny_models: dict[str, Path], image_dir: Path) -> None:
+    scorer = _clip(tiny_models).load()
+    assert scorer.mean is not None and scorer.std is not None  # uint8 crosses the process boundary
+    assert scorer.trim_text  # and text batches are cut to their longest row
+    for path in sorted(image_dir.glob("img*")):
+        im = load_image(str(path))
+        host = scorer.host_transform(im)
+        assert host.dtype == torch.uint8
+        finished = ((host[None].float().div(255) - scorer.mean) / scorer.std)[0]
+        assert torch.equal(finished, scorer.preprocess(im))

@@ -1,0 +1,264 @@
+"""CLIP image-text correlation with open_clip (metric ``similarity``).
+
+similarity = mean over the sample's images of cos(image embedding, text embedding), times 100 for
+``scale="x100"``. With ``long_text="chunks"`` the text embedding is the re-normalised mean of the
+normalised embeddings of consecutive 77-token windows; with ``truncate`` it is CLIP's first 77 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from backend.scorer_specs import ClipParams, ScoreItem, ScoreResult, model_identity
+from workers.scorers.base import (
+    Failed,
+    SampleError,
+    Scorer,
+    cached_model,
+    load_image,
+    model_key,
+    prepared_batches,
+    select_text,
+)
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def _resolve_local_dir(folder: Path, pretrained: str | None) -> tuple[str, str]:
+    """(registered model name, weights file) for a folder with an open_clip model config + weights."""
+    import open_clip
+
+    configs = []
+    for f in sorted(folder.glob("*.json")):
+        try:
+            cfg = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(cfg, dict) and all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+            configs.append(f)
+    if len(configs) != 1:
+        raise ValueError(f"model: {folder} must hold exactly one open_clip model config JSON")
+    open_clip.add_model_config(configs[0])  # registers the config under its file stem
+    if pretrained and Path(pretrained).is_file():
+        weights = pretrained
+    else:
+        found = sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        if not found:
+            raise ValueError(f"model: no weights file in {folder}")
+        weights = str(found[0])
+    return configs[0].stem, weights
+
+
+def load_clip(
+    model: str, pretrained: str | None, device: torch.device, dtype: torch.dtype
+) -> tuple[Any, Callable[[Any], torch.Tensor], Any]:
+    """(model in eval mode, eval image transform, tokenizer) through open_clip's own loading code."""
+    import open_clip
+
+    name, weights = model, pretrained
+    folder = Path(model).expanduser()
+    if folder.is_dir() and not (folder / "open_clip_config.json").is_file():
+        name, weights = _resolve_local_dir(folder, pretrained)
+    elif folder.is_dir():
+        name, weights = f"local-dir:{folder}", None  # open_clip's own folder layout
+    clip, _, preprocess = open_clip.create_model_and_transforms(
+        name, pretrained=weights, device=device, precision=_PRECISION[dtype]
+    )
+    clip.eval()
+    tokenizer = open_clip.get_tokenizer(name)
+    return clip, preprocess, tokenizer
+
+
+def clip_text_tokens(tokenizer: Any, text: str, long_text: str) -> torch.Tensor:
+    """Token rows for ``text``: one (CLIP's truncation) or one per 77-token window."""
+    if long_text == "truncate":
+        return tokenizer([text])
+    if not all(hasattr(tokenizer, a) for a in ("encode", "sot_token_id", "eot_token_id")):
+        raise ValueError("long_text: 'chunks' needs open_clip's CLIP BPE tokenizer")
+    ctx = int(tokenizer.context_length)
+    ids = tokenizer.encode(text)
+    step = ctx - 2  # room for start and end tokens in every window
+    windows = [ids[i : i + step] for i in range(0, max(len(ids), 1), step)]
+    out = torch.zeros(len(windows), ctx, dtype=torch.long)
+    for row, w in enumerate(windows):
+        seq = [tokenizer.sot_token_id, *w, tokenizer.eot_token_id]
+        out[row, : len(seq)] = torch.tensor(seq)
+    return out
+
+
+def trims_text_padding(model: Any) -> bool:
+    """True for open_clip's CLIP with a causal text tower pooled at the end token: the tokens after the
+    end token then cannot change the embedding, so a batch may be cut to its longest text."""
+    return (
+        type(model).__name__ == "CLIP"
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+        and all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer", "ln_final"))
+    )
+
+
+def encode_text_trimmed(model: Any, text: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` on tokens cut to the batch's longest text (causal mask: same result)."""
+    from open_clip.transformer import text_global_pool
+
+    eos: int | None = getattr(model, "text_eos_id", None)
+    if model.text_pool_type == "argmax":  # CLIP: the end token has the largest id
+        ends = text.argmax(-1)
+    else:
+        ends = (text == int(eos if eos is not None else -1)).int().argmax(-1)
+    n = int(ends.max()) + 1  # the pooled position of every row stays inside
+    text = text[:, :n]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(text).to(cast) + model.positional_embedding[:n].to(cast)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, text, model.text_pool_type, eos_token_id=eos)
+    proj = model.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return x
+
+
+class HostTransform:
+    """The host half of an open_clip eval transform ending in ToTensor + Normalize: PIL steps, then a
+    uint8 CHW tensor. The device finishes with ``x / 255``, ``(x - mean) / std`` (the same float32
+    arithmetic), so loader workers ship a quarter of the bytes."""
+
+    def __init__(self, steps: Any) -> None:
+        self.steps = steps
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        import numpy as np
+
+        out = self.steps(image)
+        if out.mode != "RGB":
+            out = out.convert("RGB")
+        return torch.from_numpy(np.asarray(out, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def split_transform(preprocess: Any) -> tuple[Callable[[Any], torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
+    """(host transform, mean, std): uint8 + device normalisation when possible, else (preprocess, None, None)."""
+    from torchvision.transforms import Compose, Normalize, ToTensor
+
+    steps = list(getattr(preprocess, "transforms", []))
+    # open_clip's MaybeToTensor subclasses ToTensor (PIL -> float / 255)
+    if len(steps) >= 2 and isinstance(steps[-1], Normalize) and isinstance(steps[-2], ToTensor):
+        mean = torch.tensor(steps[-1].mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(steps[-1].std, dtype=torch.float32).view(1, 3, 1, 1)
+        return HostTransform(Compose(steps[:-2])), mean, std
+    return preprocess, None, None
+
+
+@dataclass
+class _ClipInput:
+    sample_id: int
+    images: torch.Tensor  # [n_images, 3, H, W]: uint8 (normalised on the device) or float32
+    tokens: torch.Tensor  # [n_windows, context]
+
+
+class ClipScorer(Scorer):
+    kind = "clip"
+    params: ClipParams
+
+    def _load(self) -> None:
+        p = self.params
+        key = (*model_key("clip", p.model, self.device, self.dtype), model_identity(p.pretrained))
+        self.model, self.preprocess, self.tokenizer = cached_model(
+            key, lambda: load_clip(p.model, p.pretrained, self.device, self.dtype)
+        )
+        if p.long_text == "chunks":
+            clip_text_tokens(self.tokenizer, "", "chunks")  # fail at load, not per sample
+        self.trim_text = trims_text_padding(self.model)
+        self.host_transform, mean, std = split_transform(self.preprocess)
+        self.mean = mean.to(self.device) if mean is not None else None
+        self.std = std.to(self.device) if std is not None else None
+
+    def text_of(self, item: ScoreItem) -> str:
+        text = select_text(item.conversations, self.params.text)
+        if not text:
+            raise SampleError("empty answer" if self.params.text == "answers" else "empty text")
+        return text
+
+    def prepare(self, item: ScoreItem) -> _ClipInput:
+        """Decode and transform the images and tokenize the text (runs in loader workers)."""
+        if not item.images:
+            raise SampleError("no image")
+        tokens = clip_text_tokens(self.tokenizer, self.text_of(item), self.params.long_text)
+        images = torch.stack([self.host_transform(load_image(path)) for path in item.images])
+        return _ClipInput(item.sample_id, images, tokens)
+
+    def _score_window(self, items: list[ScoreItem]) -> Iterator[ScoreResult]:
+        # Bucket by text length (characters: a free proxy for tokens) so each batch's text is cut short.
+        chars = [len(select_text(it.conversations, self.params.text)) for it in items]
+        order = sorted(range(len(items)), key=chars.__getitem__)
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        pin = self.device.type == "cuda"
+        for batch in prepared_batches(items, self.prepare, batches, self.num_workers, pin):
+            ok = [x for x in batch if isinstance(x, _ClipInput)]
+            for x in batch:
+                if isinstance(x, Failed):
+                    yield self.failed(x.sample_id, x.error)
+            if ok:
+                yield from self.run_with_backoff(ok, self.forward, lambda x: x.sample_id)
+
+    @torch.inference_mode()
+    def forward(self, batch: list[_ClipInput]) -> list[ScoreResult]:
+        """One image call and one text call for the whole batch; per-sample means by owner index."""
+        images = torch.cat([x.images for x in batch]).to(self.device, non_blocking=True)
+        if self.mean is not None and self.std is not None:  # finish ToTensor + Normalize, float32 as torchvision
+            images = (images.float().div(255) - self.mean) / self.std
+        images = images.to(self.dtype)
+        tokens = torch.cat([x.tokens for x in batch]).to(self.device, non_blocking=True)
+        img = F.normalize(self.model.encode_image(images).float(), dim=-1)
+        encoded = encode_text_trimmed(self.model, tokens) if self.trim_text else self.model.encode_text(tokens)
+        txt = F.normalize(encoded.float(), dim=-1)
+        img_owner = torch.repeat_interleave(
+            torch.arange(len(batch)), torch.tensor([len(x.images) for x in batch])
+        ).to(self.device)
+        txt_owner = torch.repeat_interleave(
+            torch.arange(len(batch)), torch.tensor([len(x.tokens) for x in batch])
+        ).to(self.device)
+        # Text embedding per sample: mean of its window embeddings, re-normalised (one window: itself).
+        t = torch.zeros(len(batch), txt.shape[1], device=self.device).index_add_(0, txt_owner, txt)
+        t = F.normalize(t, dim=-1)
+        sims = (img * t[img_owner]).sum(-1)
+        per_sample = torch.zeros(len(batch), device=self.device).index_add_(0, img_owner, sims)
+        per_sample = per_sample / torch.tensor([len(x.images) for x in batch], device=self.device)
+        scale = 100.0 if self.params.scale == "x100" else 1.0
+        values = (per_sample * scale).tolist()
+        return [ScoreResult(x.sample_id, {"similarity": float(v)}, None) for x, v in zip(batch, values, strict=True)]
+
+    @torch.inference_mode()
+    def reference(self, item: ScoreItem) -> ScoreResult:
+        """The slow, obvious computation for one sample: every image and text window its own model call.
+
+        Tests and the benchmark check :meth:`score` against it.
+        """
+        self.load()
+        try:
+            if not item.images:
+                raise SampleError("no image")
+            text = self.text_of(item)
+            images = [self.preprocess(load_image(p)) for p in item.images]
+        except SampleError as e:
+            return self.failed(item.sample_id, str(e))
+        if self.params.long_text == "truncate":
+            rows = [self.tokenizer([text])]
+        else:
+            rows = [w[None] for w in clip_text_tokens(self.tokenizer, text, "chunks")]
+        txt = [F.normalize(self.model.encode_text(r.to(self.device)).float(), dim=-1)[0] for r in rows]
+        t = F.normalize(torch.stack(txt).mean(0), dim=0)
+        sims = []
+        for im in images:
+            f = F.normalize(self.model.encode_image(im[None].to(self.device, self.dtype)).float(), dim=-1)[0]
+            sims.append(float(f @ t))
+        scale = 100.0 if self.params.scale == "x100" else 1.0
+        return ScoreResult(item.sample_id, {"similarity": scale * sum(sims) / len(sims)}, None)
