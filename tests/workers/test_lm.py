@@ -226,3 +226,23 @@ def test_scorers_share_the_loaded_model(tiny_models: dict[str, Path]) -> None:
     a = _scorer("lm_loss", tiny_models).load()
     b = _scorer("ifd", tiny_models, batch_size=2).load()
     assert isinstance(a, LmLossScorer) and isinstance(b, IfdScorer) and a.model is b.model
+
+
+def test_a_sample_the_template_rejects_is_an_error_row(
+    tiny_models: dict[str, Path], samples: list[ScoreItem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scorer = _scorer("mllm_loss", tiny_models).load()
+    owner = scorer.encoder.chat_owner
+    real = owner.apply_chat_template
+    bad = samples[0].conversations[1]["value"]
+
+    def picky(messages: list, **kw: Any) -> Any:
+        if any(bad in str(m["content"]) for m in messages):
+            raise ValueError("Conversation roles must alternate user/assistant/user/assistant/...")
+        return real(messages, **kw)
+
+    monkeypatch.setattr(owner, "apply_chat_template", picky)
+    got = scorer.score_all(samples[:6])
+    assert got[samples[0].sample_id].error is not None
+    assert got[samples[0].sample_id].error.startswith("chat template failed: Conversation roles")  # type: ignore[union-attr]
+    assert all(got[s.sample_id].error is None for s in samples[1:6])

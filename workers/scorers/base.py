@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -177,11 +178,10 @@ def prepared_batches(
     prepare: Callable[[Any], P],
     batches: Sequence[Sequence[int]],
     num_workers: int,
-    pin_memory: bool = False,
 ) -> Iterator[list[P | Failed]]:
     """``[prepare(records[i]) for i in batch]`` for each batch, computed ahead in ``num_workers`` processes.
 
-    Workers are forked, so ``prepare`` needs no pickling; they never touch the GPU.
+    Workers are forked where the platform can, so ``prepare`` needs no pickling; they never touch the GPU.
     """
     ds: _PrepDataset[P] = _PrepDataset(records, prepare)
     if num_workers <= 0 or len(batches) <= 1:
@@ -193,7 +193,8 @@ def prepared_batches(
         batch_sampler=[list(b) for b in batches],
         num_workers=min(num_workers, len(batches)),
         collate_fn=_as_list,
-        pin_memory=pin_memory,
+        # fork: workers inherit the preprocessing objects instead of unpickling a model-holding scorer
+        multiprocessing_context="fork" if "fork" in mp.get_all_start_methods() else None,
         prefetch_factor=2,  # batches ahead per worker: enough to hide decoding, bounded shared memory
     )
     yield from loader
@@ -322,7 +323,3 @@ class Scorer:
         return self.run_with_backoff(batch[:half], forward, sample_id) + self.run_with_backoff(
             batch[half:], forward, sample_id
         )
-
-    def split_batches(self, n: int) -> list[list[int]]:
-        """Consecutive index batches of ``batch_size`` over ``range(n)``."""
-        return [list(range(i, min(i + self.batch_size, n))) for i in range(0, n, self.batch_size)]

@@ -200,8 +200,7 @@ class ClipScorer(Scorer):
         chars = [len(select_text(it.conversations, self.params.text)) for it in items]
         order = sorted(range(len(items)), key=chars.__getitem__)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        pin = self.device.type == "cuda"
-        for batch in prepared_batches(items, self.prepare, batches, self.num_workers, pin):
+        for batch in prepared_batches(items, self.prepare, batches, self.num_workers):
             ok = [x for x in batch if isinstance(x, _ClipInput)]
             for x in batch:
                 if isinstance(x, Failed):

@@ -174,7 +174,10 @@ class ConversationEncoder:
                 content = [{"type": "image"}] * k + [{"type": "text", "text": text}]
             messages.append({"role": "user" if role == "human" else "assistant", "content": content})
         assert self.chat_owner is not None
-        rendered = self.chat_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        try:
+            rendered = self.chat_owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        except Exception as e:  # e.g. a template that insists on user/assistant alternation
+            raise SampleError(f"chat template failed: {e}"[:200]) from None
         if not isinstance(rendered, str):
             rendered = rendered[0]
         spans = []
@@ -412,6 +415,8 @@ class _LossScorer(Scorer):
                 ok.append(encode(item))
             except SampleError as e:
                 failed.append(self.failed(item.sample_id, str(e)))
+            except Exception as e:  # one odd sample must not fail the window
+                failed.append(self.failed(item.sample_id, f"encode failed: {type(e).__name__}: {e}"[:300]))
         return ok, failed
 
 
@@ -467,7 +472,7 @@ class IfdScorer(LmLossScorer):
         for k, (cond, alone) in enumerate(pairs):
             seqs.append((k, 0, cond))
             seqs.extend((k, 1, a) for a in alone)
-        totals = [[0.0, 0, 0.0, 0] for _ in pairs]  # cond logp, cond n, alone logp, alone n
+        totals = [[0.0, 0.0, 0.0, 0.0] for _ in pairs]  # cond logp, cond n, alone logp, alone n
         errors: dict[int, str] = {}
         for batch in length_buckets([len(s.ids) for _, _, s in seqs], self.batch_size):
             rows = [seqs[i] for i in batch]
@@ -477,16 +482,13 @@ class IfdScorer(LmLossScorer):
                     errors[k] = r.error or "failed"
                     continue
                 totals[k][2 * which] += r.metrics["logp"]
-                totals[k][2 * which + 1] += int(r.metrics["n"])
+                totals[k][2 * which + 1] += r.metrics["n"]
         for k, (cond, _) in enumerate(pairs):
             if k in errors:
                 yield self.failed(cond.sample_id, errors[k])
                 continue
             lp_c, n_c, lp_a, n_a = totals[k]
-            loss_cond, loss_direct = -lp_c / n_c, -lp_a / n_a
-            metrics = {"loss_cond": loss_cond, "loss_direct": loss_direct, "tokens": float(n_c)}
-            metrics["ifd"] = loss_cond / loss_direct if loss_direct > 0 else math.inf
-            yield ScoreResult(cond.sample_id, metrics, None)
+            yield self._ifd_result(cond.sample_id, lp_c, int(n_c), lp_a, int(n_a))
 
     @torch.inference_mode()
     def reference(self, item: ScoreItem) -> ScoreResult:
@@ -498,11 +500,14 @@ class IfdScorer(LmLossScorer):
             return self.failed(item.sample_id, str(e))
         lp_c, n_c = reference_logprob(self.model, cond, self.device)
         parts = [reference_logprob(self.model, a, self.device) for a in alone]
-        loss_cond = -lp_c / n_c
-        loss_direct = -sum(lp for lp, _ in parts) / sum(n for _, n in parts)
-        metrics = {"loss_cond": loss_cond, "loss_direct": loss_direct, "tokens": float(n_c)}
-        metrics["ifd"] = loss_cond / loss_direct if loss_direct > 0 else math.inf
-        return ScoreResult(item.sample_id, metrics, None)
+        return self._ifd_result(item.sample_id, lp_c, n_c, sum(lp for lp, _ in parts), sum(n for _, n in parts))
+
+    def _ifd_result(self, sample_id: int, lp_cond: float, n_cond: int, lp_alone: float, n_alone: int) -> ScoreResult:
+        loss_cond, loss_direct = -lp_cond / n_cond, -lp_alone / n_alone
+        if loss_direct <= 0:
+            return self.failed(sample_id, "answer alone has zero loss")  # the ratio is undefined
+        metrics = {"ifd": loss_cond / loss_direct, "loss_cond": loss_cond, "loss_direct": loss_direct}
+        return ScoreResult(sample_id, {**metrics, "tokens": float(n_cond)}, None)
 
     def _partial(self, rows: list[tuple[int, int, Encoded]]) -> list[ScoreResult]:
         out = self._forward([s for _, _, s in rows])
@@ -571,8 +576,7 @@ class MllmLossScorer(_LossScorer):
         seqs, failed = self._encode_all(items, self._encode)
         yield from failed
         batches = length_buckets([len(s.ids) for s in seqs], self.batch_size)
-        pin = self.device.type == "cuda"
-        for batch in prepared_batches(seqs, self.prepare, batches, self.num_workers, pin):
+        for batch in prepared_batches(seqs, self.prepare, batches, self.num_workers):
             for x in batch:
                 if isinstance(x, Failed):
                     yield self.failed(x.sample_id, x.error)
