@@ -146,5 +146,9 @@ def resolve_inside(root: Path, relative: str) -> Path:
 
 
 def path_allowed(path: Path, roots: list[Path]) -> bool:
-    real = path.expanduser().resolve()
+    """Whether `path` (symlinks resolved; `~` is not expanded) lies under one of `roots`."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # NUL bytes, symlink loops
+        return False
     return any(real.is_relative_to(r) for r in roots)

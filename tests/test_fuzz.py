@@ -36,7 +36,7 @@ def test_api_never_5xx_and_matches_schema(api_schema) -> None:  # type: ignore[n
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case) -> None:  # type: ignore[no-untyped-def]
             # Semantic 422s (an axis naming no run, say) are legitimate for schema-valid input, so
             # positive-data acceptance is not demanded; 5xx and schema conformance are.

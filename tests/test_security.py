@@ -119,3 +119,9 @@ def test_oversized_and_overlong_requests(client: TestClient, seeded: Seeded) -> 
     assert r.status_code == 422 and "1000" in r.json()["detail"]
     assert client.get(f"/api/datasets/{seeded.dataset_id}/density", params={"bins": 100000}).status_code == 422
     assert client.get("/api/selections/1/samples", params={"limit": 100000}).status_code in (404, 422)
+
+
+@pytest.mark.parametrize("weird", ["~nosuchuser/x.json", "~/x.json", "a\x00b.json", ""])
+def test_weird_paths_are_refused_in_words(client: TestClient, weird: str) -> None:
+    r = client.post("/api/datasets", json={"name": "w", "paths": [weird]})
+    assert r.status_code in (403, 422) and r.json()["detail"]
