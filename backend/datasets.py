@@ -111,9 +111,15 @@ def samples_out(session: Session, samples: list[Sample]) -> list[SampleOut]:
 def page_samples(
     session: Session, ds: Dataset, task_type: str | None, offset: int, limit: int
 ) -> tuple[list[SampleOut], int]:
-    where = [Sample.dataset_id == ds.id]
-    if task_type:
-        where.append(Sample.task_type == task_type)
+    if not task_type:
+        # Positions are 0..n-1 per dataset, so a page is an index range: no OFFSET scan, no COUNT.
+        rows = session.scalars(
+            select(Sample)
+            .where(Sample.dataset_id == ds.id, Sample.position >= offset, Sample.position < offset + limit)
+            .order_by(Sample.position)
+        )
+        return samples_out(session, list(rows)), ds.n_samples
+    where = [Sample.dataset_id == ds.id, Sample.task_type == task_type]
     total = session.scalar(select(func.count()).select_from(Sample).where(*where)) or 0
     samples = list(
         session.scalars(select(Sample).where(*where).order_by(Sample.position).offset(offset).limit(limit))

@@ -70,7 +70,8 @@ class Sample(Base):
     __tablename__ = "samples"
     __table_args__ = (
         UniqueConstraint("dataset_id", "external_id", name="uq_samples_dataset_external"),
-        Index("ix_samples_dataset_task", "dataset_id", "task_type"),
+        Index("ix_samples_dataset_position", "dataset_id", "position"),
+        Index("ix_samples_dataset_task_position", "dataset_id", "task_type", "position"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -53,6 +53,7 @@ class SelectionRequest(Filters):
 
 
 class PreviewRequest(SelectionRequest):
+    offset: int = Field(default=0, ge=0, le=2_147_483_647)
     limit: int = Field(default=12, ge=0, le=200)
 
 
@@ -102,9 +103,7 @@ def _base(session: Session, store: SpaceStore, ds: int, x: str, y: str, need_axe
     return _Base(cols.ids, cols.task_codes, cols.task_types, None, None, {})
 
 
-def filter_mask(
-    session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters
-) -> npt.NDArray[np.bool_] | None:
+def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters) -> npt.NDArray[np.bool_] | None:
     """Which base points pass the filters; None when no filter applies (saves 1M-element copies)."""
     bad = store.error_ids(session, ds) if f.exclude_errors else np.empty(0, dtype=np.int32)
     if not (f.task_types or len(bad) or f.ranges or f.metadata):
@@ -128,8 +127,9 @@ def filter_mask(
             raise SelectionError(f"metadata filter {name!r}: give at least one value")
         mids, mvals = store.metadata_column(session, ds, name)
         vals = align(base.ids, mids, mvals, None)
-        wanted = {str(v) for v in allowed}
-        mask &= np.fromiter((v is not None and str(v) in wanted for v in vals), dtype=bool, count=len(vals))
+        # Values compare as the strings /metadata_fields lists, where a missing value is "(none)".
+        wanted = {"(none)" if v is None else str(v) for v in allowed}
+        mask &= np.fromiter((("(none)" if v is None else str(v)) in wanted for v in vals), dtype=bool, count=len(vals))
     return mask
 
 

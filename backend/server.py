@@ -15,12 +15,23 @@ from backend.settings import Settings
 log = logging.getLogger("qspace")
 
 
+def warm_up() -> None:
+    """Load the numba point-in-polygon kernel now, so the first lasso does not pay for it."""
+    import numpy as np
+
+    from backend.regions import points_in_polygon
+
+    square = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    points_in_polygon(np.zeros(8, np.float32), np.zeros(8, np.float32), square)
+
+
 def build_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     """The API with the schema upgraded, and the UI mounted at / when its extra is installed."""
     settings.ensure_dirs()
     engine = make_engine(settings.sqlalchemy_url)
     upgrade(engine)
     app = create_app(settings, engine)
+    warm_up()
     if with_ui:
         try:
             from frontend.mount import mount_ui
@@ -31,9 +42,8 @@ def build_app(settings: Settings, with_ui: bool = True) -> FastAPI:
     return app
 
 
-def run_server(
-    settings: Settings, host: str, port: int, with_worker: bool = True, with_ui: bool = True
-) -> None:
+def run_server(settings: Settings, host: str, port: int, with_worker: bool = True, with_ui: bool = True) -> None:
+    settings = settings.model_copy(update={"host": host, "port": port})  # the UI's client calls this address
     app = build_app(settings, with_ui=with_ui)
     worker = None
     if with_worker:

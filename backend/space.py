@@ -11,7 +11,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -179,6 +179,7 @@ class Space:
     y: FloatArray
     task_codes: npt.NDArray[np.int8]
     task_types: list[str]
+    key: tuple[Any, ...] = ()  # the cache key: stamps of the dataset and both runs
 
 
 class SpaceStore:
@@ -189,6 +190,10 @@ class SpaceStore:
         self.cache = LRU(size)
 
     # -- stamps --------------------------------------------------------------------------------
+    def dataset_stamp(self, session: Session, dataset_id: int) -> tuple[Any, ...]:
+        """What identifies the dataset's current content (404 if it is gone)."""
+        return self._dataset_stamp(session, dataset_id)
+
     def _dataset_stamp(self, session: Session, dataset_id: int) -> tuple[Any, ...]:
         ds = session.get(Dataset, dataset_id)
         if ds is None:
@@ -287,11 +292,13 @@ class SpaceStore:
         ds_stamp = self._dataset_stamp(session, dataset_id)
         sx, sy = self._run_stamp(session, x.run_id), self._run_stamp(session, y.run_id)
 
+        key = ("space", ds_stamp, sx, x.metric, sy, y.metric)
+
         def make() -> Space:
             ds = self.cache.get_or_make(("ds", ds_stamp), lambda: self._load_dataset(session, dataset_id))
-            return _join(ds, self.column(session, x, sx), self.column(session, y, sy))
+            return replace(_join(ds, self.column(session, x, sx), self.column(session, y, sy)), key=key)
 
-        return self.cache.get_or_make(("space", ds_stamp, sx, x.metric, sy, y.metric), make)
+        return self.cache.get_or_make(key, make)
 
     def drop_dataset(self, dataset_id: int) -> int:
         """Forget every cached array of a dataset (its runs' columns die with their stamps)."""
@@ -319,6 +326,8 @@ def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[An
 
 def _mentions(key: tuple[Any, ...], dataset_id: int) -> bool:
     stamp = key[1]
+    if key[0] == "arrow":  # ("arrow", space key, ...)
+        return _mentions(key[1], dataset_id)
     return key[0] in ("ds", "meta", "space") and isinstance(stamp, tuple) and stamp[0] == dataset_id
 
 

@@ -318,3 +318,22 @@ def test_cache_follows_new_scores(client: TestClient, seeded: Seeded, session_fa
         s.commit()
     after = client.get(f"/api/datasets/{ds}/space", params={"format": "json"}).json()
     assert after["ids"] == before["ids"][1:]
+
+
+def test_selection_list_preview_paging_and_none_metadata(client: TestClient, seeded: Seeded) -> None:
+    ds = seeded.dataset_id
+    body = {"region": {"type": "quantiles", "x": [0.5, 1]}, "exclude_errors": False}
+    first = client.post(f"/api/datasets/{ds}/selections/preview", json={**body, "limit": 5}).json()
+    second = client.post(f"/api/datasets/{ds}/selections/preview", json={**body, "offset": 5, "limit": 5}).json()
+    assert len(second["items"]) == 5 and not {s["id"] for s in first["items"]} & {s["id"] for s in second["items"]}
+    assert first["stats"]["x"]["q25"] <= first["stats"]["x"]["median"] <= first["stats"]["x"]["q75"]
+    a = client.post(f"/api/datasets/{ds}/selections", json={**body, "name": "a"}).json()
+    b = client.post(f"/api/datasets/{ds}/selections", json={"region": {"type": "all"}, "name": "b"}).json()
+    listed = client.get(f"/api/datasets/{ds}/selections").json()
+    assert [s["id"] for s in listed] == [b["id"], a["id"]] and listed[1]["count"] == a["count"]
+    # Samples without the field are "(none)" in /metadata_fields, and that value filters too.
+    none = client.post(f"/api/datasets/{ds}/selections/preview",
+                       json={"region": {"type": "all"}, "metadata": {"source": ["(none)"]}, "exclude_errors": False})
+    assert none.json()["count"] == 400
+    assert client.get(f"/api/datasets/{ds}/metadata_fields").json() == client.get(
+        f"/api/datasets/{ds}/metadata_fields").json()

@@ -3,6 +3,7 @@ from __future__ import annotations
 import tempfile
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
@@ -62,15 +63,12 @@ def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_s
     """Count, task-type shares and the first page of a recipe, without saving it (the lasso's round trip)."""
     store.get_dataset(session, ds)
     res = resolve_selection(session, space_store, ds, body)
-    first = [int(i) for i in res.ids[: body.limit]]
+    first = [int(i) for i in res.ids[body.offset : body.offset + body.limit]]
     rows = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(first))} if first else {}
     items = store.samples_out(session, [rows[i] for i in first if i in rows])
     stats: dict[str, Any] = {}
     if res.x is not None and res.y is not None and len(res.ids):
-        stats = {
-            "x": {"mean": float(res.x.mean()), "median": float(_median(res.x))},
-            "y": {"mean": float(res.y.mean()), "median": float(_median(res.y))},
-        }
+        stats = {name: _stats(v) for name, v in (("x", res.x), ("y", res.y))}
     return {
         "count": len(res.ids),
         "population": res.population,
@@ -81,10 +79,24 @@ def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_s
     }
 
 
-def _median(v: Any) -> float:
-    import numpy as np
+def _stats(v: np.ndarray) -> dict[str, float]:
+    q25, median, q75 = (float(q) for q in np.quantile(v, (0.25, 0.5, 0.75)))
+    return {
+        "mean": float(v.mean()),
+        "median": median,
+        "q25": q25,
+        "q75": q75,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
 
-    return float(np.median(v))
+
+@router.get("/datasets/{ds}/selections", response_model=list[SelectionOut])
+def list_selections(ds: Id, session: SessionDep, space_store: SpaceDep) -> list[SelectionOut]:
+    """The dataset's saved selections, newest first."""
+    store.get_dataset(session, ds)
+    rows = session.query(Selection).filter(Selection.dataset_id == ds).order_by(Selection.id.desc()).all()
+    return [selection_out(r, by_task_type(session, space_store, ds, ids_from_bytes(r.sample_ids))) for r in rows]
 
 
 @router.get("/selections/{sel}", response_model=SelectionOut)

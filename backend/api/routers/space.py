@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from backend import datasets as store
 from backend.api.deps import Id, SessionDep, SpaceDep
@@ -48,18 +49,34 @@ def get_space(
             raise HTTPException(422, f"unknown task type {task_type!r}; this dataset has {sp.task_types}")
         mask = sp.task_codes == sp.task_types.index(task_type)
     colour, categories = None, None
-    if color:
-        if color.startswith("meta:"):
+    color_axis = None
+    if color and not color.startswith("meta:"):
+        color_axis = resolve_axis(session, ds, color)
+
+    def colours() -> tuple[np.ndarray | None, list[str] | None]:
+        if color and color.startswith("meta:"):
             mids, mvals = space_store.metadata_column(session, ds, color[5:])
-            colour, categories = categorise(list(align(sp.ids, mids, mvals, None)))
-        else:
-            col = space_store.column(session, resolve_axis(session, ds, color))
-            colour = align(sp.ids, col.ids, col.values, np.nan).astype(np.float64)
+            return categorise(list(align(sp.ids, mids, mvals, None)))
+        if color_axis is not None:
+            col = space_store.column(session, color_axis)
+            return align(sp.ids, col.ids, col.values, np.nan).astype(np.float64), None
+        return None, None
+
     axes = {"x": ax.as_dict(), "y": ay.as_dict()}
     if format == "arrow":
         codec = None if compression == "none" else compression
-        body = arrow_bytes(sp, mask, colour, categories, {"axes": axes}, compression=codec)
+
+        def encode() -> bytes:
+            c, cats = colours()
+            return arrow_bytes(sp, mask, c, cats, {"axes": axes}, compression=codec)
+
+        if color_axis is None:
+            # The encoded payload is what every viewer of this plane downloads: keep it with the arrays.
+            body = space_store.cache.get_or_make(("arrow", sp.key, task_type, color, codec), encode)
+        else:
+            body = encode()
         return Response(body, media_type=ARROW)
+    colour, categories = colours()
     sel = slice(None) if mask is None else mask
     payload: dict[str, Any] = {
         "ids": sp.ids[sel].tolist(),
@@ -103,9 +120,7 @@ def get_density(
 
 
 @router.get("/datasets/{ds}/summary")
-def get_summary(
-    ds: Id, session: SessionDep, space_store: SpaceDep, x: str = "loss", y: str = "clip"
-) -> dict[str, Any]:
+def get_summary(ds: Id, session: SessionDep, space_store: SpaceDep, x: str = "loss", y: str = "clip") -> dict[str, Any]:
     """Per-axis quantiles and per-task-type count, mean and quartiles on both axes."""
     store.get_dataset(session, ds)
     ax, ay = resolve_axis(session, ds, x), resolve_axis(session, ds, y)
@@ -115,10 +130,16 @@ def get_summary(
 
 @router.get("/datasets/{ds}/metadata_fields")
 def metadata_fields(
-    ds: Id, session: SessionDep, max_values: Annotated[int, Query(ge=1, le=200)] = 50
+    ds: Id, session: SessionDep, space_store: SpaceDep, max_values: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> dict[str, Any]:
     """Low-cardinality metadata fields (e.g. a defect label) and their values with counts."""
     store.get_dataset(session, ds)
+    # One scan per field over every sample (0.75 s at 1M): cached until the dataset changes.
+    key = ("meta", space_store.dataset_stamp(session, ds), "__fields__", max_values)
+    return space_store.cache.get_or_make(key, lambda: _metadata_fields(session, ds, max_values))
+
+
+def _metadata_fields(session: Session, ds: int, max_values: int) -> dict[str, Any]:
     rows = session.execute(
         text("SELECT CAST(metadata AS TEXT) FROM samples WHERE dataset_id = :ds ORDER BY id LIMIT 2000"), {"ds": ds}
     ).all()

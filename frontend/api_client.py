@@ -1,0 +1,429 @@
+"""The UI's one door to qspace: a small typed client of the REST API (httpx).
+
+The Dash server calls the API over HTTP like any other client (in `qspace serve` that is the same
+process, over loopback). Nothing here touches the database. Every failure becomes an `ApiError` whose
+message is a sentence a person can read: the API's `detail`, or what went wrong on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any, TypedDict
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+__all__ = [
+    "ApiClient",
+    "ApiError",
+    "Axis",
+    "Dataset",
+    "Points",
+    "Run",
+    "Sample",
+    "Selection",
+    "SelectionPreview",
+]
+
+
+class Dataset(TypedDict, total=False):
+    id: int
+    name: str
+    n_samples: int
+    task_types: dict[str, int]
+    task_type_prompts: dict[str, str]
+    image_root: str | None
+    sources: list[str]
+    created_at: str
+
+
+class Sample(TypedDict, total=False):
+    id: int
+    dataset_id: int
+    external_id: str
+    image: str | list[str] | None
+    conversations: list[dict[str, str]]
+    task_type: str
+    n_turns: int
+    metadata: dict[str, Any]
+    scores: dict[str, dict[str, Any]]
+
+
+class Run(TypedDict, total=False):
+    id: int
+    dataset_id: int
+    kind: str
+    params: dict[str, Any]
+    scorer_key: str
+    status: str
+    total: int
+    done: int
+    errors: int
+    samples_per_s: float | None
+    eta_s: float | None
+    message: str | None
+
+
+class Axis(TypedDict, total=False):
+    axis: str
+    run_id: int
+    kind: str
+    metric: str
+    label: str
+
+
+class Selection(TypedDict, total=False):
+    id: int
+    dataset_id: int
+    name: str | None
+    count: int
+    recipe: dict[str, Any]
+    by_task_type: dict[str, int]
+
+
+class SelectionPreview(TypedDict, total=False):
+    count: int
+    by_task_type: dict[str, int]
+    items: list[Sample]
+    total: int
+    summary: dict[str, Any]
+    stats: dict[str, Any]
+    population: int
+
+
+class ApiError(Exception):
+    """A failed API call, with a message meant for the person using the UI."""
+
+    def __init__(self, message: str, status: int | None = None, detail: Any = None, body: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.detail = detail
+        self.body = body  # the whole JSON error body (e.g. ingest's "problems" list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Points:
+    """Every point of a (dataset, x, y[, color]) plane, as numpy arrays (the Arrow payload, decoded)."""
+
+    ids: npt.NDArray[np.int32]
+    x: npt.NDArray[np.float32]
+    y: npt.NDArray[np.float32]
+    task_type: npt.NDArray[np.int8]
+    task_types: list[str]
+    color: npt.NDArray[Any] | None = None
+    color_categories: list[str] | None = None  # set when `color` holds category codes
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def nbytes(self) -> int:
+        n = self.ids.nbytes + self.x.nbytes + self.y.nbytes + self.task_type.nbytes
+        return n + (self.color.nbytes if self.color is not None else 0)
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # FastAPI's default validation error list
+        parts = []
+        for e in detail[:3]:
+            if isinstance(e, dict):
+                loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+                parts.append(f"{loc}: {e.get('msg', '')}".strip(": "))
+            else:
+                parts.append(str(e))
+        return "; ".join(parts)
+    return json.dumps(detail)[:500]
+
+
+def decode_points(payload: bytes) -> Points:
+    """Points from the `/space?format=arrow` body (an Arrow IPC stream)."""
+    try:
+        reader = pa.ipc.open_stream(payload)
+        table = reader.read_all()
+    except pa.ArrowInvalid as exc:
+        raise ApiError(f"the server sent points that are not an Arrow stream ({exc})") from None
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+
+    def col(name: str, dtype: str) -> npt.NDArray[Any]:
+        return np.ascontiguousarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
+
+    for name in ("id", "x", "y"):
+        if name not in table.column_names:
+            raise ApiError(f"the server's points lack the column {name!r}")
+    task_types = json.loads(meta["task_types"]) if "task_types" in meta else []
+    tt = col("task_type", "int8") if "task_type" in table.column_names else np.zeros(table.num_rows, np.int8)
+    color = None
+    categories = None
+    if "color" in table.column_names:
+        raw = table.column("color").to_numpy(zero_copy_only=False)
+        if "categories" in meta:
+            categories = [str(c) for c in json.loads(meta["categories"])]
+            color = np.ascontiguousarray(raw, dtype=np.int16)
+        else:
+            color = np.ascontiguousarray(raw, dtype=np.float32)
+    return Points(
+        ids=col("id", "int32"),
+        x=col("x", "float32"),
+        y=col("y", "float32"),
+        task_type=tt,
+        task_types=[str(t) for t in task_types],
+        color=color,
+        color_categories=categories,
+        meta=meta,
+    )
+
+
+class ApiClient:
+    """Typed calls of the qspace REST API. Thread-safe; one per UI process is enough."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._timeout = timeout
+        self._transport = transport
+        self._lock = threading.Lock()
+        self._http = self._make(transport)
+
+    def _make(self, transport: httpx.BaseTransport | None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(self._timeout, connect=5.0),
+            transport=transport,
+            headers={"User-Agent": "qspace-ui"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def rebase(self, base_url: str) -> None:
+        """Point the client at another server (the old connection pool is closed)."""
+        with self._lock:
+            old = self._http
+            self.base_url = base_url.rstrip("/")
+            self._http = self._make(self._transport)
+        old.close()
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        headers = {}
+        bearer = token or self.token
+        if bearer and method in ("POST", "PUT", "PATCH", "DELETE"):
+            headers["Authorization"] = f"Bearer {bearer}"
+        clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
+        try:
+            resp = self._http.request(
+                method,
+                "/api" + path,
+                params=clean,
+                json=body,
+                headers=headers,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException:
+            raise ApiError(f"the API did not answer {method} {path} in time; try again in a moment") from None
+        except httpx.TransportError as exc:
+            raise ApiError(
+                f"cannot reach the qspace API at {self.base_url} ({exc.__class__.__name__}: {exc})"
+            ) from None
+        if resp.status_code >= 400:
+            raise self._error(resp, method, path)
+        return resp
+
+    @staticmethod
+    def _error(resp: httpx.Response, method: str, path: str) -> ApiError:
+        detail: Any = None
+        body: Any = None
+        try:
+            body = resp.json()
+            detail = body.get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if detail is None:
+            text = resp.text.strip()[:300] or resp.reason_phrase
+            message = f"{method} {path} failed: HTTP {resp.status_code} {text}"
+        else:
+            message = _detail_text(detail)
+            if resp.status_code >= 500:
+                message = f"server error ({resp.status_code}) on {method} {path}: {message}"
+            elif resp.status_code == 401:
+                message = f"{message} (enter the API token at the top right)"
+        return ApiError(message, status=resp.status_code, detail=detail, body=body)
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self._request(method, path, **kw)
+        if resp.status_code == 204 or not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise ApiError(f"{method} {path}: the server's answer is not JSON") from None
+
+    # -- health, datasets, samples -----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", "/health", timeout=5.0)
+        return out
+
+    def datasets(self) -> list[Dataset]:
+        out: list[Dataset] = self._json("GET", "/datasets")
+        return out
+
+    def dataset(self, ds: int) -> Dataset:
+        out: Dataset = self._json("GET", f"/datasets/{int(ds)}")
+        return out
+
+    def create_dataset(self, body: dict[str, Any], token: str | None = None) -> Dataset:
+        out: Dataset = self._json("POST", "/datasets", body=body, token=token, timeout=3600.0)
+        return out
+
+    def delete_dataset(self, ds: int, token: str | None = None) -> None:
+        self._json("DELETE", f"/datasets/{int(ds)}", token=token)
+
+    def samples(self, ds: int, task_type: str | None = None, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        out: dict[str, Any] = self._json(
+            "GET", f"/datasets/{int(ds)}/samples", params={"task_type": task_type, "offset": offset, "limit": limit}
+        )
+        return out
+
+    def sample(self, sample_id: int) -> Sample:
+        out: Sample = self._json("GET", f"/samples/{int(sample_id)}")
+        return out
+
+    @staticmethod
+    def image_path(sample_id: int, index: int = 0, max_side: int | None = 256) -> str:
+        """The browser-relative URL of a sample's image (thumbnails are JPEG, cached by the server)."""
+        q = f"?index={int(index)}" + (f"&max_side={int(max_side)}" if max_side else "")
+        return f"/api/samples/{int(sample_id)}/image{q}"
+
+    # -- scorers and runs ---------------------------------------------------------------------------
+
+    def scorers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = self._json("GET", "/scorers")
+        return out
+
+    def start_run(self, ds: int, kind: str, params: dict[str, Any], token: str | None = None) -> Run:
+        out: Run = self._json("POST", f"/datasets/{int(ds)}/runs", body={"kind": kind, "params": params}, token=token)
+        return out
+
+    def runs(self, ds: int) -> list[Run]:
+        out: list[Run] = self._json("GET", f"/datasets/{int(ds)}/runs")
+        return out
+
+    def run(self, run_id: int) -> Run:
+        out: Run = self._json("GET", f"/runs/{int(run_id)}")
+        return out
+
+    def cancel_run(self, run_id: int, token: str | None = None) -> Run:
+        out: Run = self._json("POST", f"/runs/{int(run_id)}/cancel", token=token)
+        return out
+
+    # -- the plane ----------------------------------------------------------------------------------
+
+    def axes(self, ds: int) -> list[Axis]:
+        out: list[Axis] = self._json("GET", f"/datasets/{int(ds)}/axes")
+        return out
+
+    def metadata_fields(self, ds: int) -> dict[str, list[Any]]:
+        """Low-cardinality metadata fields and their values (the server may add a count per value)."""
+        raw = self._json("GET", f"/datasets/{int(ds)}/metadata_fields")
+        out: dict[str, list[Any]] = {}
+        for name, values in (raw or {}).items():
+            if isinstance(values, dict):  # {value: count}: most frequent first
+                out[str(name)] = [k for k, _ in sorted(values.items(), key=lambda kv: (-int(kv[1] or 0), str(kv[0])))]
+            elif isinstance(values, list):
+                out[str(name)] = list(values)
+        return out
+
+    def space(self, ds: int, x: str, y: str, color: str | None = None, task_type: str | None = None) -> Points:
+        resp = self._request(
+            "GET",
+            f"/datasets/{int(ds)}/space",
+            params={"x": x, "y": y, "format": "arrow", "color": color, "task_type": task_type},
+            timeout=300.0,
+        )
+        return decode_points(resp.content)
+
+    def density(self, ds: int, x: str, y: str, bins: int = 64) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", f"/datasets/{int(ds)}/density", params={"x": x, "y": y, "bins": bins})
+        return out
+
+    def summary(self, ds: int, x: str, y: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", f"/datasets/{int(ds)}/summary", params={"x": x, "y": y})
+        return out
+
+    # -- selections and curricula -------------------------------------------------------------------
+
+    def preview(
+        self, ds: int, body: dict[str, Any], limit: int = 12, offset: int = 0, token: str | None = None
+    ) -> SelectionPreview:
+        payload = {**body, "limit": int(limit)}
+        if offset:
+            payload["offset"] = int(offset)
+        out: SelectionPreview = self._json("POST", f"/datasets/{int(ds)}/selections/preview", body=payload, token=token)
+        return out
+
+    def create_selection(self, ds: int, body: dict[str, Any], token: str | None = None) -> Selection:
+        out: Selection = self._json("POST", f"/datasets/{int(ds)}/selections", body=body, token=token)
+        return out
+
+    def selections(self, ds: int) -> list[Selection]:
+        out: list[Selection] = self._json("GET", f"/datasets/{int(ds)}/selections")
+        return out
+
+    def selection(self, sel: int) -> Selection:
+        out: Selection = self._json("GET", f"/selections/{int(sel)}")
+        return out
+
+    def selection_samples(self, sel: int, offset: int = 0, limit: int = 12) -> dict[str, Any]:
+        out: dict[str, Any] = self._json(
+            "GET", f"/selections/{int(sel)}/samples", params={"offset": offset, "limit": limit}
+        )
+        return out
+
+    @staticmethod
+    def selection_export_path(sel: int, fmt: str) -> str:
+        return f"/api/selections/{int(sel)}/export?format={quote(fmt)}"
+
+    def create_curriculum(self, ds: int, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("POST", f"/datasets/{int(ds)}/curricula", body=body, token=token)
+        return out
+
+    def curriculum(self, cur: int) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("GET", f"/curricula/{int(cur)}")
+        return out
+
+    def preview_curriculum(self, ds: int, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = self._json("POST", f"/datasets/{int(ds)}/curricula/preview", body=body, token=token)
+        return out
+
+    @staticmethod
+    def curriculum_export_path(cur: int) -> str:
+        return f"/api/curricula/{int(cur)}/export"

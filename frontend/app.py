@@ -1,0 +1,218 @@
+"""The Dash app shell: header (pages, dataset picker, token), routing, the page modules' callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import dash
+from dash import Dash, Input, Output, State, dcc, html, no_update
+
+from frontend import ids
+from frontend.api_client import ApiClient, ApiError, Dataset
+from frontend.components import alert
+from frontend.context import UiContext
+from frontend.errors import describe
+from frontend.pages import curriculum, datasets, explore
+
+ASSETS = Path(__file__).parent / "assets"
+
+# plotly imports pandas lazily while serialising a figure; two callback threads doing that at once
+# can see a half-initialised module ("partially initialized module 'pandas'"). Import it here, once.
+with contextlib.suppress(ImportError):  # pandas is optional for the UI
+    import pandas  # noqa: F401
+
+PAGES: dict[str, tuple[str, Any]] = {
+    "/datasets": ("Datasets", datasets),
+    "/explore": ("Explore", explore),
+    "/curriculum": ("Curriculum", curriculum),
+}
+DEFAULT_PATH = "/explore"
+
+
+def create_app(
+    api_base: str | None = None,
+    *,
+    api: ApiClient | None = None,
+    auth_required: bool = False,
+    requests_pathname_prefix: str = "/",
+) -> Dash:
+    """The UI as a Dash app whose callbacks talk to the API at `api_base` (or through `api`)."""
+    if api is None:
+        if api_base is None:
+            raise ValueError("give api_base or api")
+        api = ApiClient(api_base)
+    ctx = UiContext(api=api, auth_required=auth_required)
+    app = Dash(
+        __name__,
+        title="qspace",
+        update_title="",
+        assets_folder=str(ASSETS),
+        suppress_callback_exceptions=True,
+        requests_pathname_prefix=requests_pathname_prefix,
+        serve_locally=True,
+        compress=False,
+    )
+    app.layout = shell(auth_required)
+    _register_shell(app, ctx)
+    datasets.register(app, ctx)
+    explore.register(app, ctx)
+    curriculum.register(app, ctx)
+    app.server.config["QSPACE_UI_CONTEXT"] = ctx  # for tests and the mount
+    return app
+
+
+def shell(auth_required: bool) -> html.Div:
+    token = (
+        [
+            dcc.Input(
+                id=ids.TOKEN,
+                type="password",
+                placeholder="API token",
+                className="input token-input",
+                debounce=True,
+                persistence=True,
+                persistence_type="session",
+            )
+        ]
+        if auth_required
+        else [dcc.Input(id=ids.TOKEN, type="hidden", value="")]
+    )
+    return html.Div(
+        [
+            dcc.Location(id=ids.URL, refresh="callback-nav"),
+            dcc.Store(id=ids.DATASET_STORE, storage_type="session"),
+            dcc.Store(id=ids.SAVED_STORE, storage_type="session", data=[]),
+            # An empty graph in the shell makes the browser fetch plotly.js while the first page is still
+            # being routed, instead of after it (saves ~1 s on a cold load).
+            dcc.Graph(
+                id="preload-graph",
+                figure={"data": [], "layout": {}},
+                style={"display": "none"},
+                config={"staticPlot": True},
+            ),
+            html.Header(
+                [
+                    html.A(
+                        [html.Span("q", className="logo-q"), html.Span("space", className="logo-rest")],
+                        href="/",
+                        className="logo",
+                        title="qspace: the quality space of multimodal instruction data",
+                    ),
+                    html.Nav(id=ids.NAV, className="nav"),
+                    html.Div(
+                        [
+                            html.Label("Dataset", htmlFor=ids.DATASET, className="header-label"),
+                            dcc.Dropdown(
+                                id=ids.DATASET,
+                                clearable=False,
+                                searchable=True,
+                                className="ds-dropdown",
+                                placeholder="no dataset yet",
+                            ),
+                            *token,
+                        ],
+                        className="header-right",
+                    ),
+                ],
+                className="header",
+            ),
+            html.Div(id=ids.SHELL_ALERT, className="shell-alert"),
+            dcc.Loading(
+                html.Main(id=ids.PAGE, className="page", children=html.Div("Loading…", className="page-loading")),
+                type="dot",
+                color="#3B82C4",
+                delay_show=400,
+                overlay_style={"visibility": "visible", "opacity": 0.6},
+                parent_className="page-loading-wrap",
+                target_components={ids.PAGE: "children"},  # type: ignore[arg-type]
+            ),
+        ],
+        className="app",
+    )
+
+
+def _ds_from_search(search: str | None) -> int | None:
+    q = parse_qs((search or "").lstrip("?"))
+    raw = (q.get("ds") or [""])[0]
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _nav(path: str, ds: int | None) -> list[Any]:
+    q = f"?{urlencode({'ds': ds})}" if ds is not None else ""
+    return [
+        dcc.Link(label, href=f"{p}{q}", className="nav-link active" if p == path else "nav-link")
+        for p, (label, _) in PAGES.items()
+    ]
+
+
+def _choose(datasets_: list[Dataset], wanted: int | None, remembered: int | None) -> int | None:
+    known = {int(d["id"]) for d in datasets_}
+    for cand in (wanted, remembered):
+        if cand is not None and cand in known:
+            return cand
+    return max(known) if known else None
+
+
+def _register_shell(app: Dash, ctx: UiContext) -> None:
+    @app.callback(
+        Output(ids.PAGE, "children"),
+        Output(ids.NAV, "children"),
+        Output(ids.DATASET, "options"),
+        Output(ids.DATASET, "value"),
+        Output(ids.URL, "search"),
+        Output(ids.DATASET_STORE, "data"),
+        Output(ids.SHELL_ALERT, "children"),
+        Input(ids.URL, "pathname"),
+        Input(ids.URL, "search"),
+        Input(ids.DATASET, "value"),
+        State(ids.DATASET_STORE, "data"),
+    )
+    def route(pathname: str | None, search: str | None, picked: int | None, remembered: Any) -> tuple[Any, ...]:
+        trigger = dash.callback_context.triggered_id
+        path = (pathname or "/").rstrip("/") or "/"
+        if path == "/":
+            path = DEFAULT_PATH
+        try:
+            all_ds = ctx.api.datasets()
+        except ApiError as exc:
+            error_page = html.Div(
+                [
+                    alert(describe(exc)),
+                    html.P("The UI will work again as soon as the API answers; reload the page then."),
+                ],
+                className="page-error",
+            )
+            return error_page, _nav(path, None), [], None, no_update, no_update, None
+        wanted = picked if trigger == ids.DATASET else _ds_from_search(search)
+        remembered_id = remembered.get("id") if isinstance(remembered, dict) else None
+        ds = _choose(all_ds, wanted, remembered_id)
+        options = [{"label": f"{d['name']}  ·  {d['n_samples']:,}", "value": int(d["id"])} for d in all_ds]
+        new_search = f"?{urlencode({'ds': ds})}" if ds is not None else ""
+        entry = PAGES.get(path)
+        if entry is None:
+            page: Any = html.Div(
+                [
+                    html.H2("Not found"),
+                    html.P(f"There is no page at {pathname}."),
+                    dcc.Link("Go to Explore", href="/explore"),
+                ],
+                className="page-error",
+            )
+        else:
+            module = entry[1]
+            try:
+                page = module.layout(ctx, ds, all_ds)
+            except Exception as exc:
+                page = html.Div([alert(describe(exc))], className="page-error")
+        return (
+            page,
+            _nav(path, ds),
+            options,
+            ds,
+            new_search if new_search != (search or "") else no_update,
+            {"id": ds},
+            None,
+        )

@@ -1,0 +1,101 @@
+"""What every page's callbacks share: the API client, whether the API wants a token, a points cache."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from frontend.api_client import ApiClient, Points
+
+
+class PointsCache:
+    """A small LRU of decoded planes, keyed by (dataset, x, y, color), each entry alive `ttl` seconds.
+
+    One plane of 1M points is ~15 MB; the API already caches the query, this saves the transfer and
+    decode when the analyst changes only the colour, the task-type filter or the region. A short ttl
+    keeps the `clip` / `loss` shortcuts fresh when a newer run finishes.
+    """
+
+    def __init__(self, fetch: Callable[[int, str, str, str | None], Points], size: int = 4, ttl: float = 30.0) -> None:
+        self._fetch = fetch
+        self._size = size
+        self._ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[float, Points, dict[str, Any]]] = OrderedDict()
+        self._inflight: dict[tuple[Any, ...], threading.Event] = {}
+
+    def get(self, ds: int, x: str, y: str, color: str | None = None) -> Points:
+        return self.entry(ds, x, y, color)[0]
+
+    def entry(self, ds: int, x: str, y: str, color: str | None = None) -> tuple[Points, dict[str, Any]]:
+        """The points and a per-entry scratch dict (for derived arrays such as a density sample)."""
+        key = (ds, x, y, color)
+        while True:
+            with self._lock:
+                hit = self._entries.get(key)
+                if hit is not None and time.monotonic() - hit[0] < self._ttl:
+                    self._entries.move_to_end(key)
+                    return hit[1], hit[2]
+                waiter = self._inflight.get(key)
+                if waiter is None:
+                    waiter = threading.Event()
+                    self._inflight[key] = waiter
+                    owner = True
+                else:
+                    owner = False
+            if not owner:  # another callback is fetching the same plane: wait for it, then re-check
+                waiter.wait(timeout=300)
+                continue
+            try:
+                points = self._fetch(ds, x, y, color)
+                scratch: dict[str, Any] = {}
+                with self._lock:
+                    self._entries[key] = (time.monotonic(), points, scratch)
+                    self._entries.move_to_end(key)
+                    while len(self._entries) > self._size:
+                        self._entries.popitem(last=False)
+                return points, scratch
+            finally:
+                with self._lock:
+                    self._inflight.pop(key, None)
+                waiter.set()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass
+class UiContext:
+    api: ApiClient
+    auth_required: bool = False
+    points: PointsCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.points = PointsCache(lambda ds, x, y, c: self.api.space(ds, x, y, color=c))
+
+
+def mask_for(
+    points: Points,
+    task_types: list[str] | None,
+    color_values: list[Any] | None = None,
+) -> npt.NDArray[np.bool_] | None:
+    """Which points pass the task-type filter (and the kept values of a categorical colour); None = all."""
+    mask: npt.NDArray[np.bool_] | None = None
+    if task_types is not None and set(task_types) != set(points.task_types):
+        wanted = [i for i, t in enumerate(points.task_types) if t in set(task_types)]
+        mask = np.isin(points.task_type, np.asarray(wanted, dtype=np.int8))
+    if color_values is not None and points.color is not None and points.color_categories is not None:
+        cats = points.color_categories
+        if set(map(str, color_values)) != set(cats):
+            keep = [i for i, c in enumerate(cats) if c in set(map(str, color_values))]
+            cm = np.isin(points.color, np.asarray(keep, dtype=np.int16))
+            mask = cm if mask is None else (mask & cm)
+    return mask

@@ -1,0 +1,102 @@
+"""Every component id of the UI, in one place (pages import from here; tests and the bench too).
+
+assets/qspace.js names a few of them literally (explore-region, explore-graph, detail-id, the preset and
+grid button types): keep the two in step.
+"""
+
+from __future__ import annotations
+
+# --- app shell -------------------------------------------------------------------------------------
+URL = "url"
+PAGE = "page"
+DATASET = "dataset-select"  # the dataset picker in the header
+DATASET_STORE = "dataset-store"  # {"id": int} of the chosen dataset, kept in the browser session
+TOKEN = "api-token"  # the bearer token input (shown only when the server needs one)
+SHELL_ALERT = "shell-alert"
+NAV = "nav"
+SAVED_STORE = "saved-selections-store"  # ids of selections saved in this browser session
+
+# --- datasets page ---------------------------------------------------------------------------------
+DS_TABLE = "ds-table"
+DS_ALERT = "ds-alert"
+INGEST_NAME = "ingest-name"
+INGEST_PATHS = "ingest-paths"
+INGEST_IMAGE_ROOT = "ingest-image-root"
+INGEST_TASK_FIELD = "ingest-task-field"
+INGEST_PROMPTS = "ingest-prompts"
+INGEST_DEDUPE = "ingest-dedupe"
+INGEST_SUBMIT = "ingest-submit"
+INGEST_RESULT = "ingest-result"
+RUN_KIND = "run-kind"
+RUN_PARAMS = "run-params"  # container of the generated parameter inputs
+RUN_PARAM = "run-param"  # pattern-matching type of one parameter input: {"type": RUN_PARAM, "name": ...}
+RUN_SUBMIT = "run-submit"
+RUN_RESULT = "run-result"
+RUNS_TABLE = "runs-table"
+RUNS_POLL = "runs-poll"
+RUN_CANCEL = "run-cancel"  # pattern-matching: {"type": RUN_CANCEL, "run": id}
+RUNS_ALERT = "runs-alert"
+SCORERS_STORE = "scorers-store"
+
+# --- explore page ----------------------------------------------------------------------------------
+EX_X = "explore-x"
+EX_Y = "explore-y"
+EX_COLOR = "explore-color"
+EX_META_VALUES = "explore-meta-values"  # kept values of a metadata colour (a filter)
+EX_META_WRAP = "explore-meta-wrap"
+EX_TASKS = "explore-task-types"
+EX_CONTOURS = "explore-contours"
+EX_GRAPH = "explore-graph"
+EX_PLOT_INFO = "explore-plot-info"
+EX_ALERT = "explore-alert"
+EX_REGION = "explore-region"  # {region, label, source} of the current region; a drawn polygon arrives simplified
+EX_TOP_PERCENT = "explore-top-percent"
+EX_PRESET = "explore-preset"  # pattern-matching: {"type": EX_PRESET, "key": "dis" | "dil" | "diq" | "all"}
+EX_GRID = "explore-grid"  # pattern-matching: {"type": EX_GRID, "i": i, "j": j}
+EX_CLEAR = "explore-clear"
+EX_SETUP = "explore-setup"  # the explore page's small store: axes, labels, task types, prompts
+EX_META = "explore-meta-fields"  # categorical metadata fields and their values, loaded after the page
+
+SEL_TITLE = "sel-title"
+SEL_COUNT = "sel-count"
+SEL_SHARES = "sel-shares"
+SEL_SUMMARY = "sel-summary"
+SEL_RECIPE = "sel-recipe"  # the request body of the current selection (small)
+SEL_NAME = "sel-name"
+SEL_SAVE = "sel-save"
+SEL_RANDOM = "sel-random"
+SEL_SEED = "sel-seed"
+SEL_SAVED = "sel-saved"  # the saved selections of this view, with their download links
+SEL_ALERT = "sel-alert"
+SEL_STATUS = "sel-status"
+
+GALLERY = "gallery"
+GALLERY_PAGE = "gallery-page"
+GALLERY_PREV = "gallery-prev"
+GALLERY_NEXT = "gallery-next"
+GALLERY_INFO = "gallery-info"
+GALLERY_CARD = "gallery-card"  # pattern-matching: {"type": GALLERY_CARD, "id": sample id}
+DETAIL = "detail"
+DETAIL_BODY = "detail-body"
+DETAIL_CLOSE = "detail-close"
+DETAIL_ID = "detail-id"
+
+# --- curriculum page -------------------------------------------------------------------------------
+CU_X = "cur-x"
+CU_Y = "cur-y"
+CU_STAGES = "cur-stages"
+CU_X_MIN = "cur-x-min"
+CU_Y_MIN = "cur-y-min"
+CU_DX = "cur-dx"
+CU_DY = "cur-dy"
+CU_PER_STAGE = "cur-per-stage"
+CU_SEED = "cur-seed"
+CU_NAME = "cur-name"
+CU_GRAPH = "cur-graph"
+CU_SIZES = "cur-sizes"
+CU_BUILD = "cur-build"
+CU_RESULT = "cur-result"
+CU_ALERT = "cur-alert"
+CU_SELECTIONS = "cur-selections"
+CU_BUILD_SEL = "cur-build-selections"
+CU_SETUP = "cur-setup"

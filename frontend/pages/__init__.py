@@ -1,0 +1,1 @@
+"""One module per page: each has `layout(ctx, ds, datasets)` and `register(app, ctx)`."""
