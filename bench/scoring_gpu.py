@@ -49,6 +49,7 @@ VISION = {  # CLIP vision tower of the LLaVA: hidden, layers, intermediate, head
     "L-336": (1024, 24, 4096, 16, 336, 14),  # LLaVA-1.5's CLIP ViT-L/14-336
 }
 VOCAB = 32000
+PROFILE = False  # --profile: a kernel table for one batch of each loss scorer
 
 
 def sync(device: torch.device) -> None:
@@ -201,7 +202,9 @@ def model_only(step: Callable[[], Any], n: int, device: torch.device, repeats: i
 
 
 def run_clip(name: str, pretrained: str | None, items: list[ScoreItem], batch: int, workers: int,
-             device: torch.device) -> Row:
+             device: torch.device, image_path: str = "nvjpeg", compile_visual: bool = False) -> Row:
+    """``image_path``: where images are decoded and resized (ClipScorer.image_path: "host",
+    "device_resize", "nvjpeg"). ``compile_visual``: the image tower through ``torch.compile``."""
     import open_clip
 
     scorer: Any = build_scorer(
@@ -209,9 +212,24 @@ def run_clip(name: str, pretrained: str | None, items: list[ScoreItem], batch: i
         device=device,
     )
     scorer.load()
+    if image_path != "host" and scorer.image_path == "host":  # CPU run (--quick): host only
+        image_path = "host"
+    scorer.image_path = image_path
+    label = {"host": "PIL decode + resize in loader", "device_resize": "PIL decode in loader, GPU resize",
+             "nvjpeg": "GPU nvJPEG decode + resize"}[image_path]
+    if compile_visual:
+        scorer.model.visual = torch.compile(scorer.model.visual)
+        label += ", compiled"
     seconds, results = timed_score(scorer, items, device)
     assert all(r.error is None for r in results.values()), next(r for r in results.values() if r.error)
-    prepared = [scorer.prepare(it) for it in items[:batch]]
+    scorer.image_path = "host"
+    prepared = [scorer.prepare(it) for it in items[:batch]]  # decoded on the host: the model step alone
+    if image_path != "host":  # how far decoding/resizing on the GPU moves the score from the PIL path
+        pil = scorer.score_all(items[:512])
+        diff = max(abs(pil[k].metrics["similarity"] - results[k].metrics["similarity"]) for k in pil)
+        print(f"  {name} [{label}]: max |similarity - similarity(PIL path)| over 512 samples = {diff:.2e}",
+              flush=True)
+    scorer.image_path = image_path
     mo = model_only(lambda: scorer.forward(prepared), len(prepared), device)
 
     if Path(name).is_dir():  # a local folder (qspace tiny-models): its one config JSON
@@ -224,7 +242,7 @@ def run_clip(name: str, pretrained: str | None, items: list[ScoreItem], batch: i
     img = vit_flops(n_img, v["width"], v["layers"], int(v.get("mlp_ratio", 4) * v["width"]), 3 * patch * patch)
     lengths = [min(77, len(scorer.tokenizer.encode(select_text(it.conversations, "answers"))) + 2) for it in items]
     txt = sum(text_tower_flops(n, t["width"], t["layers"]) for n in lengths)
-    return Row("clip", name, batch, len(items), seconds, mo, img * len(items) + txt)
+    return Row("clip", f"{name} [{label}]", batch, len(items), seconds, mo, img * len(items) + txt)
 
 
 def run_loss(kind: str, size: str, items: list[ScoreItem], *, batch: int, count: int, workers: int,
@@ -260,6 +278,16 @@ def run_loss(kind: str, size: str, items: list[ScoreItem], *, batch: int, count:
         seqs = [scorer.encoder.encode(it) for it in items]
         longest = sorted(seqs, key=lambda s: len(s.ids))[-batch:]
         mo = model_only(lambda: scorer._score_batch(longest), len(longest), device)
+    if PROFILE and not quick:
+        from torch.profiler import ProfilerActivity, profile
+
+        step = (lambda: scorer._score_batch(prepared)) if kind == "mllm_loss" else (
+            lambda: scorer._score_batch(longest))
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            step()
+            sync(device)
+        print(f"--- profile: {kind} {size}, one batch of {batch}", flush=True)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=14), flush=True)
     hidden, layers, inter, heads, kv = LLAMA[size]
     lengths = [len(s.ids) for s in seqs]
     flops = llama_flops(lengths, sum(len(s.targets) for s in seqs), hidden, layers, inter, kv, heads)
@@ -276,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes on CPU (checks the script)")
     ap.add_argument("--workers", type=int, default=max(1, min(14, (os.cpu_count() or 2) - 2)))
-    ap.add_argument("--only", default="", help="comma-separated subset: clip-b32,clip-l336,lm-0.5B,lm-7B,...")
+    ap.add_argument("--only", default="", help="comma-separated subset, run in this order: clip-b32,clip-l336,"
+                    "clip-l336-pil,clip-l336-gpu-resize,clip-l336-compiled,lm-0.5B,mllm-0.5B,lm-7B,mllm-7B")
+    ap.add_argument("--profile", action="store_true", help="print a kernel table for one batch of each LM")
     args = ap.parse_args(argv)
+    global PROFILE
+    PROFILE = args.profile
     quick = args.quick
     device = torch.device("cpu" if quick or not torch.cuda.is_available() else "cuda")
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
@@ -290,23 +322,31 @@ def main(argv: list[str] | None = None) -> int:
     plan: list[tuple[str, Callable[[list[ScoreItem]], Row]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         items = make_samples(Path(tmp) / "images", n(8192, 48), sizes=(480, 640) if not quick else (96, 160),
-                             n_images=n(1024, 16))
+                             n_images=n(512, 16))
         print(f"{len(items)} samples, {args.workers} loader workers", flush=True)
         if quick:
             tiny = write_tiny_models(Path(tmp) / "tiny")
             plan.append(("clip-tiny", lambda it: run_clip(str(tiny["clip"]), None, it, 16, args.workers, device)))
         else:
             plan.append(("clip-b32", lambda it: run_clip("ViT-B-32", None, it, 512, args.workers, device)))
-            plan.append(("clip-l336", lambda it: run_clip("ViT-L-14-336", None, it[:4096], 256, args.workers,
-                                                          device)))
-        sizes = [("tiny", 8, 8, 48)] if quick else [("0.5B", 64, 32, 2048), ("7B", 32, 16, 512)]
+            for label, path, comp in (("clip-l336", "nvjpeg", False), ("clip-l336-pil", "host", False),
+                                      ("clip-l336-gpu-resize", "device_resize", False),
+                                      ("clip-l336-compiled", "nvjpeg", True)):
+                plan.append((label, partial(lambda it, p, c: run_clip(
+                    "ViT-L-14-336", None, it[:4096], 256, args.workers, device, image_path=p, compile_visual=c),
+                    p=path, c=comp)))
+        # (size, lm batch, mllm batch, samples): batches of ~10k+ tokens keep the GPU's matrix units fed
+        sizes = [("tiny", 8, 8, 48)] if quick else [("0.5B", 256, 64, 4096), ("7B", 128, 32, 1024)]
         for size, lm_batch, mllm_batch, count in sizes:
             lm_run = partial(run_loss, "lm_loss", size, batch=lm_batch, count=count, workers=args.workers,
                              device=device, dtype=dtype, quick=quick)
             mllm_run = partial(run_loss, "mllm_loss", size, batch=mllm_batch, count=count // 2,
                                workers=args.workers, device=device, dtype=dtype, quick=quick)
             plan += [(f"lm-{size}", lm_run), (f"mllm-{size}", mllm_run)]
-        only = set(filter(None, args.only.split(",")))
+        order = [x for x in args.only.split(",") if x]
+        only = set(order)
+        if order:  # run in the order given
+            plan.sort(key=lambda p: order.index(p[0]) if p[0] in only else len(order))
         head = ["scorer", "model", "batch", "samples/s (end to end)", "samples/s (model only)", "tokens/s",
                 "TFLOP/s", "MFU"]
         lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" if i < 2 else "---:" for i in range(8)) + " |"]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from backend.scorer_specs import ScoreItem
 from tests.workers.conftest import assert_close
 from workers.scorers.base import load_image, select_text
-from workers.scorers.clip import ClipScorer, clip_text_tokens
+from workers.scorers.clip import ClipScorer, clip_text_tokens, device_jpeg_decoder, jpeg_bytes
 from workers.scorers.registry import build_scorer
 
 
@@ -121,3 +125,55 @@ def test_device_side_normalisation_is_the_open_clip_transform(tiny_models: dict[
         assert host.dtype == torch.uint8
         finished = ((host[None].float().div(255) - scorer.mean) / scorer.std)[0]
         assert torch.equal(finished, scorer.preprocess(im))
+
+
+def _host_jpeg_decoder(fail_batches: bool) -> Any:
+    """A host stand-in for nvJPEG (file bytes -> RGB uint8 CHW) to drive the device-decode path on a CPU;
+    ``fail_batches``: a call with several streams raises, as nvJPEG does when one stream is bad."""
+
+    def decode(data: list[torch.Tensor]) -> list[torch.Tensor]:
+        if fail_batches and len(data) > 1:
+            raise RuntimeError("nvjpeg: batch failed")
+        out = []
+        for d in data:
+            with Image.open(io.BytesIO(d.numpy().tobytes())) as im:
+                out.append(torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1))
+        return out
+
+    return decode
+
+
+@pytest.mark.parametrize(("image_path", "fail_batches"), [("device_resize", False), ("nvjpeg", False),
+                                                          ("nvjpeg", True)])
+def test_device_image_paths(
+    tiny_models: dict[str, Path], samples: list[ScoreItem], image_path: str, fail_batches: bool
+) -> None:
+    """The CUDA image paths, run on the CPU: the device resizes (tensor resize: within a grey level of PIL's)
+    and, for "nvjpeg", decodes JPEG bytes (here a host stand-in for nvJPEG). PNGs, truncated and non-image
+    files take the PIL path, so the error rows stay the same."""
+    pil = _clip(tiny_models, batch_size=6).score_all(samples)
+    scorer = _clip(tiny_models, batch_size=6).load()
+    assert scorer.image_path == "host" and scorer.device_decode is None  # CPU defaults
+    scorer.image_path = image_path
+    if image_path == "nvjpeg":
+        scorer.device_decode = _host_jpeg_decoder(fail_batches)
+    first = scorer.prepare(next(s for s in samples if s.images and s.images[0].endswith(".jpg")))
+    assert first.pending == ["jpeg" if image_path == "nvjpeg" else "hwc"]
+    got = scorer.score_all(samples)
+    assert {k: r.error for k, r in got.items()} == {k: r.error for k, r in pil.items()}
+    for k, r in pil.items():
+        if r.metrics is not None:
+            assert got[k].metrics is not None
+            assert got[k].metrics["similarity"] == pytest.approx(r.metrics["similarity"], abs=0.02)  # type: ignore[index]
+    scorer.image_path = "host"
+    again = scorer.score_all(samples)
+    assert {k: r.metrics for k, r in again.items()} == {k: r.metrics for k, r in pil.items()}
+
+
+def test_jpeg_bytes_only_for_whole_rgb_or_grey_jpegs(image_dir: Path) -> None:
+    assert jpeg_bytes(str(image_dir / "img0.jpg")) is not None
+    assert jpeg_bytes(str(image_dir / "img3.png")) is None
+    assert jpeg_bytes(str(image_dir / "truncated.jpg")) is None  # no end-of-image marker: PIL names the error
+    assert jpeg_bytes(str(image_dir / "notanimage.jpg")) is None
+    assert jpeg_bytes(str(image_dir / "missing.jpg")) is None
+    assert device_jpeg_decoder(torch.device("cpu")) is None

@@ -178,26 +178,45 @@ def prepared_batches(
     prepare: Callable[[Any], P],
     batches: Sequence[Sequence[int]],
     num_workers: int,
+    chunk: int = 32,
 ) -> Iterator[list[P | Failed]]:
     """``[prepare(records[i]) for i in batch]`` for each batch, computed ahead in ``num_workers`` processes.
 
     Workers are forked where the platform can, so ``prepare`` needs no pickling; they never touch the GPU.
+    A worker prepares at most ``chunk`` samples at a time.
     """
     ds: _PrepDataset[P] = _PrepDataset(records, prepare)
     if num_workers <= 0 or len(batches) <= 1:
         for b in batches:
             yield [ds[i] for i in b]
         return
+    # Workers take pieces of batches, so that all of them work on the first batch (a worker per whole
+    # batch would leave the model waiting for one worker's batch at the start of every window); the
+    # pieces come back in order and are joined into their batches here.
+    piece = max(1, min(chunk, -(-max(len(b) for b in batches) // num_workers)))
+    owner: list[int] = []
+    pieces: list[list[int]] = []
+    for k, b in enumerate(batches):
+        for i in range(0, len(b), piece):
+            pieces.append(list(b[i : i + piece]))
+            owner.append(k)
     loader = torch.utils.data.DataLoader(
         ds,
-        batch_sampler=[list(b) for b in batches],
-        num_workers=min(num_workers, len(batches)),
+        batch_sampler=pieces,
+        num_workers=min(num_workers, len(pieces)),
         collate_fn=_as_list,
         # fork: workers inherit the preprocessing objects instead of unpickling a model-holding scorer
         multiprocessing_context="fork" if "fork" in mp.get_all_start_methods() else None,
-        prefetch_factor=2,  # batches ahead per worker: enough to hide decoding, bounded shared memory
+        prefetch_factor=4,  # pieces ahead per worker: enough to hide decoding, bounded shared memory
     )
-    yield from loader
+    current: list[P | Failed] = []
+    k_now = 0
+    for k, part in zip(owner, loader, strict=True):
+        if k != k_now:
+            yield current
+            current, k_now = [], k
+        current += part
+    yield current
 
 
 # --- the scorer ------------------------------------------------------------------------------------

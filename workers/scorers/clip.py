@@ -7,14 +7,17 @@ normalised embeddings of consecutive 77-token windows; with ``truncate`` it is C
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from backend.scorer_specs import ClipParams, ScoreItem, ScoreResult, model_identity
 from workers.scorers.base import (
@@ -157,11 +160,65 @@ def split_transform(preprocess: Any) -> tuple[Callable[[Any], torch.Tensor], tor
     return preprocess, None, None
 
 
+def device_jpeg_decoder(device: torch.device) -> Callable[[list[torch.Tensor]], list[torch.Tensor]] | None:
+    """torchvision's batched nvJPEG decoder onto ``device`` (RGB uint8 CHW), or None where it cannot run:
+    a CPU device, a CPU-only torchvision (its compiled ops don't load there), or no nvJPEG."""
+    if device.type != "cuda":
+        return None
+    try:
+        from PIL import Image
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (10, 200, 30)).save(buf, format="JPEG")
+        probe = torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+        out = decode_jpeg([probe], mode=ImageReadMode.RGB, device=device)
+        if tuple(out[0].shape) != (3, 16, 16):
+            return None
+    except Exception:  # no CUDA build of torchvision, no nvJPEG, ...
+        return None
+
+    def decode(data: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+
+    return decode
+
+
+def jpeg_bytes(path: str) -> torch.Tensor | None:
+    """The file as a 1-D uint8 tensor when it is a whole RGB or greyscale JPEG (decodable on the device),
+    else None: other formats, CMYK, and files without the end-of-image marker take the PIL path, which
+    decodes them or names the error."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None  # load_image reports it
+    if not data.startswith(b"\xff\xd8\xff") or not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # header only
+            if im.format != "JPEG" or im.mode not in ("RGB", "L"):
+                return None
+    except Exception:
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
 @dataclass
 class _ClipInput:
     sample_id: int
-    images: torch.Tensor  # [n_images, 3, H, W]: uint8 (normalised on the device) or float32
+    # One per image: uint8 [3, H, W] (normalised on the device) or float32 [3, H, W] (transformed on the
+    # host); or, where ``pending`` says so, an image the device still has to finish.
+    images: list[torch.Tensor]
     tokens: torch.Tensor  # [n_windows, context]
+    # per image: "" = ready; "hwc" = decoded full size (uint8 [H, W, 3]), the device resizes and crops it;
+    # "jpeg" = the file's bytes (1-D uint8), the device decodes (nvJPEG), resizes and crops it
+    pending: list[str] = field(default_factory=list)
+
+
+IMAGE_PATHS = ("host", "device_resize", "nvjpeg")
 
 
 class ClipScorer(Scorer):
@@ -180,6 +237,18 @@ class ClipScorer(Scorer):
         self.host_transform, mean, std = split_transform(self.preprocess)
         self.mean = mean.to(self.device) if mean is not None else None
         self.std = std.to(self.device) if std is not None else None
+        # Where images are decoded and resized (``image_path``, one of IMAGE_PATHS):
+        # - "host": PIL decodes and the open_clip transform resizes in the loader workers (the CPU default,
+        #   and the fallback on CUDA without nvJPEG);
+        # - "nvjpeg" (the CUDA default): the workers ship the file's bytes; nvJPEG decodes on the GPU and
+        #   torchvision's tensor transforms resize and crop there (within a grey level of PIL: scores move
+        #   by ~1e-3). Only whole RGB/grey JPEGs; other files take the "host" path. Fastest measured on an
+        #   H100 (BENCHMARKS.md, Scoring);
+        # - "device_resize": PIL decodes in the workers, which ship the full-size uint8 image; the GPU
+        #   resizes and crops it.
+        splittable = isinstance(self.host_transform, HostTransform)
+        self.device_decode = device_jpeg_decoder(self.device) if splittable else None
+        self.image_path = "nvjpeg" if self.device_decode is not None else "host"
 
     def text_of(self, item: ScoreItem) -> str:
         text = select_text(item.conversations, self.params.text)
@@ -192,8 +261,63 @@ class ClipScorer(Scorer):
         if not item.images:
             raise SampleError("no image")
         tokens = clip_text_tokens(self.tokenizer, self.text_of(item), self.params.long_text)
-        images = torch.stack([self.host_transform(load_image(path)) for path in item.images])
-        return _ClipInput(item.sample_id, images, tokens)
+        images: list[torch.Tensor] = []
+        pending: list[str] = []
+        for path in item.images:
+            data = jpeg_bytes(path) if self.image_path == "nvjpeg" and self.device_decode is not None else None
+            if data is not None:
+                images.append(data)
+                pending.append("jpeg")
+            elif self.image_path == "device_resize":
+                images.append(torch.from_numpy(np.array(load_image(path), dtype=np.uint8)))
+                pending.append("hwc")
+            else:
+                images.append(self.host_transform(load_image(path)))
+                pending.append("")
+        return _ClipInput(item.sample_id, images, tokens, pending)
+
+    def _finish_images(self, batch: list[_ClipInput]) -> tuple[list[_ClipInput], list[ScoreResult]]:
+        """Finish the images the loader left to the device (in place): decode JPEG bytes (nvJPEG), resize
+        and crop. A JPEG nvJPEG cannot decode falls back to PIL; one PIL cannot decode either becomes an
+        error row, and the rest of the batch goes on."""
+        todo = [(k, j, how) for k, x in enumerate(batch) for j, how in enumerate(x.pending) if how]
+        if not todo:
+            return batch, []
+        assert isinstance(self.host_transform, HostTransform)
+        steps = self.host_transform.steps  # Resize, CenterCrop: torchvision runs them on tensors too
+        for k, j, how in todo:
+            if how == "hwc":
+                im = batch[k].images[j].to(self.device, non_blocking=True).permute(2, 0, 1)
+                batch[k].images[j] = steps(im)
+                batch[k].pending[j] = ""
+        jpegs = [(k, j) for k, j, how in todo if how == "jpeg"]
+        if not jpegs:
+            return batch, []
+        assert self.device_decode is not None
+        data = [batch[k].images[j] for k, j in jpegs]
+        try:
+            decoded: list[torch.Tensor | None] = list(self.device_decode(data))
+        except Exception:  # one bad stream fails nvJPEG's batch: find it
+            decoded = []
+            for d in data:
+                try:
+                    decoded.append(self.device_decode([d])[0])
+                except Exception:
+                    decoded.append(None)
+        bad: dict[int, str] = {}
+        for (k, j), dec, raw in zip(jpegs, decoded, data, strict=True):
+            batch[k].pending[j] = ""
+            if dec is not None:
+                batch[k].images[j] = steps(dec)
+                continue
+            try:
+                with Image.open(io.BytesIO(raw.numpy().tobytes())) as pic:
+                    pic.load()
+                    batch[k].images[j] = self.host_transform(pic.convert("RGB"))
+            except Exception as e:
+                bad[k] = f"image unreadable ({type(e).__name__})"
+        ok = [x for k, x in enumerate(batch) if k not in bad]
+        return ok, [self.failed(batch[k].sample_id, e) for k, e in bad.items()]
 
     def _score_window(self, items: list[ScoreItem]) -> Iterator[ScoreResult]:
         # Bucket by text length (characters: a free proxy for tokens) so each batch's text is cut short.
@@ -211,7 +335,14 @@ class ClipScorer(Scorer):
     @torch.inference_mode()
     def forward(self, batch: list[_ClipInput]) -> list[ScoreResult]:
         """One image call and one text call for the whole batch; per-sample means by owner index."""
-        images = torch.cat([x.images for x in batch]).to(self.device, non_blocking=True)
+        batch, failed = self._finish_images(batch)
+        if not batch:
+            return failed
+        ims = [im for x in batch for im in x.images]
+        if all(im.device == ims[0].device for im in ims):
+            images = torch.stack(ims).to(self.device, non_blocking=True)  # one host-to-device copy
+        else:  # some decoded on the device already
+            images = torch.stack([im.to(self.device, non_blocking=True) for im in ims])
         if self.mean is not None and self.std is not None:  # finish ToTensor + Normalize, float32 as torchvision
             images = (images.float().div(255) - self.mean) / self.std
         images = images.to(self.dtype)
@@ -233,7 +364,9 @@ class ClipScorer(Scorer):
         per_sample = per_sample / torch.tensor([len(x.images) for x in batch], device=self.device)
         scale = 100.0 if self.params.scale == "x100" else 1.0
         values = (per_sample * scale).tolist()
-        return [ScoreResult(x.sample_id, {"similarity": float(v)}, None) for x, v in zip(batch, values, strict=True)]
+        return failed + [
+            ScoreResult(x.sample_id, {"similarity": float(v)}, None) for x, v in zip(batch, values, strict=True)
+        ]
 
     @torch.inference_mode()
     def reference(self, item: ScoreItem) -> ScoreResult:

@@ -567,6 +567,45 @@ class MllmLossScorer(_LossScorer):
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return _MllmInput(seq, pixels)
 
+    def prepare_batch(self, seqs: list[Encoded]) -> list[_MllmInput | Failed]:
+        """:meth:`prepare` for a whole batch, with one image-processor call for all its images (the same
+        pixels as one call per sample: a fixed-resolution processor treats each image alone). Runs in
+        loader workers; never raises."""
+        out: list[_MllmInput | Failed] = []
+        images: list[Any] = []
+        spans: dict[int, tuple[int, int]] = {}  # out index -> its images' rows in the batch
+        for seq in seqs:
+            try:
+                assert seq.item is not None
+                loaded = [load_image(p) for p in seq.item.images]
+            except SampleError as e:
+                out.append(Failed(seq.sample_id, str(e)))
+                continue
+            except Exception as e:
+                out.append(Failed(seq.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300]))
+                continue
+            out.append(_MllmInput(seq, None))
+            if loaded:
+                spans[len(out) - 1] = (len(images), len(images) + len(loaded))
+            images += loaded
+        if not images:
+            return out
+        try:
+            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        except Exception:  # an image the processor rejects: process each sample alone
+            for k, x in enumerate(out):
+                if isinstance(x, _MllmInput) and x.seq.item is not None and x.seq.item.images:
+                    try:
+                        out[k] = self.prepare(x.seq)
+                    except Exception as e:
+                        out[k] = Failed(x.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300])
+            return out
+        for k, (a, b) in spans.items():
+            x = out[k]
+            assert isinstance(x, _MllmInput)
+            x.pixel_values = pixels[a:b]
+        return out
+
     def _encode(self, item: ScoreItem) -> Encoded:
         seq = self.encoder.encode(item, n_images=len(item.images))
         seq.item = item
@@ -575,8 +614,11 @@ class MllmLossScorer(_LossScorer):
     def _score_window(self, items: list[ScoreItem]) -> Iterator[ScoreResult]:
         seqs, failed = self._encode_all(items, self._encode)
         yield from failed
-        batches = length_buckets([len(s.ids) for s in seqs], self.batch_size)
-        for batch in prepared_batches(seqs, self.prepare, batches, self.num_workers):
+        groups = [[seqs[i] for i in b] for b in length_buckets([len(s.ids) for s in seqs], self.batch_size)]
+        # one loader record per batch: the worker runs the image processor once for the whole batch
+        for (prepared,) in prepared_batches(groups, self.prepare_batch, [[k] for k in range(len(groups))],
+                                            self.num_workers):
+            batch = prepared if isinstance(prepared, list) else [prepared]  # a Failed only if prepare_batch broke
             for x in batch:
                 if isinstance(x, Failed):
                     yield self.failed(x.sample_id, x.error)
