@@ -457,8 +457,15 @@ def prepare_chunk(session: Session, run_id: int, key: str, sample_ids: Sequence[
     if run.status in ("cancelled", "failed"):
         return ChunkWork(run_id, run.kind, run.params, key, [], [], skip_reason=f"run {run_id} is {run.status}")
     ids = list(dict.fromkeys(int(i) for i in sample_ids))
+    # The BETWEEN keeps this an index range scan even when the planner's statistics still describe an
+    # empty scores table (PostgreSQL before autoanalyze): otherwise every row of the run is tested against
+    # the whole IN list, and chunks slowed from 1 s to 16 s half-way through a 665k-sample run.
     done = set(
-        session.scalars(select(Score.sample_id).where(Score.run_id == run_id, Score.sample_id.in_(ids)))
+        session.scalars(
+            select(Score.sample_id).where(
+                Score.run_id == run_id, Score.sample_id.between(min(ids), max(ids)), Score.sample_id.in_(ids)
+            )
+        )
         if ids
         else []
     )
