@@ -205,7 +205,7 @@ def main() -> None:
         drop_pg_database(url)
     print(f"\n| step ({n:,} samples, PostgreSQL, Redis) | seconds | note |\n| --- | --- | --- |")
     for name, secs, note in steps:
-        print(f"| {name} | {secs:.1f} | {note} |")
+        print(f"| {name} | {secs:.2f} | {note} |")
     print(f"| peak summed RSS of all processes | {watch.peak / 2**30:.2f} GB | bound: 6 GB |")
 
 
