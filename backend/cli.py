@@ -136,16 +136,28 @@ def serve(
 @app.command()
 def demo(
     size: Annotated[int, typer.Option(help="synthetic samples")] = 3000,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    seed: Annotated[int, typer.Option(help="random seed (dataset and models)")] = 0,
     port: Annotated[int | None, typer.Option(help="port (default 8000)")] = None,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = True,
-    serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="serve when ready")] = True,
+    serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="serve when done, else exit")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
-    """Build the demo dataset and models, score them, and serve the app."""
-    from backend.demo import run_demo
+    """Synthetic SVIT-like data, tiny CLIP + LLaVA trained here, scored through the queue, served (cached)."""
+    from backend.demo import DemoError, run_demo
 
     settings = get_settings()
-    run_demo(settings, size=size, seed=seed, port=port or settings.port, open_browser=open_browser, serve=serve_app)
+    try:
+        run_demo(
+            settings,
+            size=size,
+            seed=seed,
+            port=port or settings.port,
+            open_browser=open_browser,
+            serve=serve_app,
+            progress=progress,
+        )
+    except DemoError as exc:
+        _fail(str(exc))
 
 
 @app.command("export")

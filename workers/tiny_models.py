@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,8 @@ def _corpus(n: int = 1500, seed: int = 0) -> list[str]:
     return lines
 
 
-def _train_bpe(vocab_size: int, specials: list[str], bos: str | None) -> Any:
-    """A byte-level BPE trained offline on the synthetic corpus (deterministic)."""
+def train_bpe(texts: Iterable[str], vocab_size: int, specials: list[str], bos: str | None) -> Any:
+    """A byte-level BPE trained offline on ``texts`` (deterministic); with ``bos``, it adds BOS itself (Llama)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
@@ -89,9 +90,9 @@ def _train_bpe(vocab_size: int, specials: list[str], bos: str | None) -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(list(texts), trainer)
     post: list[Any] = [processors.ByteLevel(trim_offsets=False)]
-    if bos is not None:  # Llama-style: the tokenizer adds BOS itself
+    if bos is not None:
         post.append(
             processors.TemplateProcessing(
                 single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
@@ -99,6 +100,11 @@ def _train_bpe(vocab_size: int, specials: list[str], bos: str | None) -> Any:
         )
     tok.post_processor = processors.Sequence(post)
     return tok
+
+
+def _train_bpe(vocab_size: int, specials: list[str], bos: str | None) -> Any:
+    """A byte-level BPE trained on the synthetic corpus."""
+    return train_bpe(_corpus(), vocab_size, specials, bos)
 
 
 def _write_clip(out: Path, layers: int) -> None:
