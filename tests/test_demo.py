@@ -148,3 +148,70 @@ def test_demo_again_starts_at_once(demo: tuple[Settings, DemoResult, list[str]])
     assert "training" not in out and "writing a synthetic" not in out, out
     assert f"/explore?ds={first.dataset_id}" in out, out
     assert elapsed < 60, (elapsed, out)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_serves_the_scored_plane_and_stops_on_ctrl_c(demo: tuple[Settings, DemoResult, list[str]]) -> None:
+    """The served form of the command: the explore page and the scored plane answer; Ctrl-C ends it cleanly."""
+    import re
+    import signal
+    import socket
+
+    import httpx
+
+    settings, first, _ = demo
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSPACE_")}
+    env.update(
+        QSPACE_DATA_DIR=str(settings.data_dir),
+        QSPACE_DATABASE_URL=settings.sqlalchemy_url,
+        QSPACE_BROKER_URL=settings.celery_broker_url,
+        QSPACE_RESULT_BACKEND=settings.celery_result_backend,
+    )
+    cmd = [sys.executable, "-m", "backend.cli", "demo", "--size", str(SIZE), "--no-open", "--no-progress"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, bufsize=1
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    url = None
+    try:
+        deadline = time.monotonic() + 240
+        while url is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"open (http://\S+/explore\?ds=(\d+))", line)
+            if m:
+                url = m.group(1)
+                assert int(m.group(2)) == first.dataset_id
+        assert url is not None, "".join(lines)
+        assert url.startswith(f"http://127.0.0.1:{port}/"), url
+        page = httpx.get(url, timeout=30)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        base = f"http://127.0.0.1:{port}/api"
+        space = httpx.get(
+            f"{base}/datasets/{first.dataset_id}/space",
+            params={"x": f"{first.runs['mllm_loss']}:loss_mean", "y": "clip", "format": "json"},
+            timeout=30,
+        )
+        assert space.status_code == 200, space.text
+        plane = space.json()
+        assert len(plane["ids"]) == SIZE  # every sample is a point: both runs scored all of them
+        colours = httpx.get(f"{base}/datasets/{first.dataset_id}/metadata_fields", timeout=30).json()
+        assert colours["defect"]["swapped_image"] > 0, colours  # the label the plane can be coloured by
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        finally:
+            rest = proc.stderr.read()
+            proc.stderr.close()
+    assert rc == 0, "".join(lines) + rest
