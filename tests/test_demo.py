@@ -7,12 +7,16 @@ same command again, which must find everything cached and score nothing.
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -34,6 +38,18 @@ def _settings(data_dir: Path) -> Settings:
         result_backend=f"db+sqlite:///{data_dir / 'results.db'}",
         api_token=None,
     )
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `qspace` command that uses the same embedded store and broker as ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QSPACE_")}
+    env.update(
+        QSPACE_DATA_DIR=str(settings.data_dir),
+        QSPACE_DATABASE_URL=settings.sqlalchemy_url,
+        QSPACE_BROKER_URL=settings.celery_broker_url,
+        QSPACE_RESULT_BACKEND=settings.celery_result_backend,
+    )
+    return env
 
 
 def test_auc_counts_ties_half() -> None:
@@ -125,13 +141,7 @@ def test_demo_scores_find_the_defects(demo: tuple[Settings, DemoResult, list[str
 def test_demo_again_starts_at_once(demo: tuple[Settings, DemoResult, list[str]]) -> None:
     """The command a user types, a second time: data, models, dataset and scores all cached, nothing re-scored."""
     settings, first, _ = demo
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QSPACE_")}
-    env.update(
-        QSPACE_DATA_DIR=str(settings.data_dir),
-        QSPACE_DATABASE_URL=settings.sqlalchemy_url,
-        QSPACE_BROKER_URL=settings.celery_broker_url,
-        QSPACE_RESULT_BACKEND=settings.celery_result_backend,
-    )
+    env = _cli_env(settings)
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "backend.cli", "demo", "--size", str(SIZE), "--no-serve", "--no-open", "--no-progress"],
@@ -154,23 +164,11 @@ def test_demo_again_starts_at_once(demo: tuple[Settings, DemoResult, list[str]])
 @pytest.mark.timeout(300)
 def test_demo_serves_the_scored_plane_and_stops_on_ctrl_c(demo: tuple[Settings, DemoResult, list[str]]) -> None:
     """The served form of the command: the explore page and the scored plane answer; Ctrl-C ends it cleanly."""
-    import re
-    import signal
-    import socket
-
-    import httpx
-
     settings, first, _ = demo
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QSPACE_")}
-    env.update(
-        QSPACE_DATA_DIR=str(settings.data_dir),
-        QSPACE_DATABASE_URL=settings.sqlalchemy_url,
-        QSPACE_BROKER_URL=settings.celery_broker_url,
-        QSPACE_RESULT_BACKEND=settings.celery_result_backend,
-    )
+    env = _cli_env(settings)
     cmd = [sys.executable, "-m", "backend.cli", "demo", "--size", str(SIZE), "--no-open", "--no-progress"]
     proc = subprocess.Popen(
         [*cmd, "--port", str(port)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, bufsize=1
