@@ -55,7 +55,8 @@ _scorers: dict[tuple[str, str, str | None], Any] = {}
 @worker_process_init.connect
 def _allow_loader_processes(**_: Any) -> None:
     """Prefork pool processes are daemonic, and a daemonic process may not start children; the scorers decode
-    images in DataLoader processes. Those exit with the pool process (torch's loaders watch their parent)."""
+    images in kept loader processes (workers/scorers/loader.py). Those exit with the pool process: each
+    watches its parent."""
     import multiprocessing
 
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from workers.torch_compat import ensure_torchvision
 
@@ -18,10 +16,12 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from backend.scorer_specs import ScoreItem, ScoreResult, get_spec, model_identity, validate_params  # noqa: E402
+from workers.scorers.loader import Failed, Loader, sample_id_of  # noqa: E402
 
 IMAGE_TOKEN = "<image>"
 
 T = TypeVar("T")
+R = TypeVar("R")
 P = TypeVar("P")
 
 
@@ -136,87 +136,24 @@ def load_image(path: str) -> Image.Image:
         raise SampleError(f"image unreadable: {path} ({type(e).__name__})") from None
 
 
-# --- the loader: preprocessing in worker processes, overlapping the model --------------------------
+# --- preparation per record ------------------------------------------------------------------------
 
 
-@dataclass
-class Failed:
-    """A sample whose preparation failed (travels through the loader like a prepared sample)."""
+def each(prepare: Callable[[R], P]) -> Callable[[list[R]], list[P | Failed]]:
+    """A piece preparer from a per-record one: a record that fails becomes a :class:`Failed` row."""
 
-    sample_id: int
-    error: str
+    def prepare_piece(records: list[R]) -> list[P | Failed]:
+        out: list[P | Failed] = []
+        for rec in records:
+            try:
+                out.append(prepare(rec))
+            except SampleError as e:
+                out.append(Failed(sample_id_of(rec), str(e)))
+            except Exception as e:  # a per-sample bug must not fail the batch
+                out.append(Failed(sample_id_of(rec), f"preprocess failed: {type(e).__name__}: {e}"[:300]))
+        return out
 
-
-class _PrepDataset(torch.utils.data.Dataset[Any], Generic[P]):
-    def __init__(self, records: Sequence[Any], prepare: Callable[[Any], P]) -> None:
-        self.records = records
-        self.prepare = prepare
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int) -> P | Failed:
-        rec = self.records[i]
-        try:
-            return self.prepare(rec)
-        except SampleError as e:
-            return Failed(_sample_id(rec), str(e))
-        except Exception as e:  # a per-sample bug must not fail the batch
-            return Failed(_sample_id(rec), f"preprocess failed: {type(e).__name__}: {e}"[:300])
-
-
-def _sample_id(rec: Any) -> int:
-    return int(rec.sample_id if hasattr(rec, "sample_id") else rec.item.sample_id)
-
-
-def _as_list(batch: list[Any]) -> list[Any]:
-    return batch
-
-
-def prepared_batches(
-    records: Sequence[Any],
-    prepare: Callable[[Any], P],
-    batches: Sequence[Sequence[int]],
-    num_workers: int,
-    chunk: int = 32,
-) -> Iterator[list[P | Failed]]:
-    """``[prepare(records[i]) for i in batch]`` for each batch, computed ahead in ``num_workers`` processes.
-
-    Workers are forked where the platform can, so ``prepare`` needs no pickling; they never touch the GPU.
-    A worker prepares at most ``chunk`` samples at a time.
-    """
-    ds: _PrepDataset[P] = _PrepDataset(records, prepare)
-    if num_workers <= 0 or len(batches) <= 1:
-        for b in batches:
-            yield [ds[i] for i in b]
-        return
-    # Workers take pieces of batches, so that all of them work on the first batch (a worker per whole
-    # batch would leave the model waiting for one worker's batch at the start of every window); the
-    # pieces come back in order and are joined into their batches here.
-    piece = max(1, min(chunk, -(-max(len(b) for b in batches) // num_workers)))
-    owner: list[int] = []
-    pieces: list[list[int]] = []
-    for k, b in enumerate(batches):
-        for i in range(0, len(b), piece):
-            pieces.append(list(b[i : i + piece]))
-            owner.append(k)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_sampler=pieces,
-        num_workers=min(num_workers, len(pieces)),
-        collate_fn=_as_list,
-        # fork: workers inherit the preprocessing objects instead of unpickling a model-holding scorer
-        multiprocessing_context="fork" if "fork" in mp.get_all_start_methods() else None,
-        prefetch_factor=4,  # pieces ahead per worker: enough to hide decoding, bounded shared memory
-    )
-    current: list[P | Failed] = []
-    k_now = 0
-    for k, part in zip(owner, loader, strict=True):
-        if k != k_now:
-            yield current
-            current, k_now = [], k
-        current += part
-    yield current
+    return prepare_piece
 
 
 # --- the scorer ------------------------------------------------------------------------------------
@@ -257,6 +194,7 @@ class Scorer:
         self.errors = 0
         self.seconds = 0.0
         self._loaded = False
+        self._loaders: dict[str, Loader[Any, Any]] = {}
 
     # -- subclass hooks
     def _load(self) -> None:
@@ -312,7 +250,18 @@ class Scorer:
         """All results keyed by sample id."""
         return {r.sample_id: r for r in self.score(items)}
 
+    def close(self) -> None:
+        """Stop the loader processes (the model stays cached in this process)."""
+        for loader in self._loaders.values():
+            loader.close()
+
     # -- helpers for subclasses
+    def loader(self, name: str, prepare_piece: Callable[[list[Any]], list[Any]]) -> Loader[Any, Any]:
+        """This scorer's loader ``name`` (kept across windows: its worker processes are forked once)."""
+        if name not in self._loaders:
+            self._loaders[name] = Loader(prepare_piece, self.num_workers)
+        return self._loaders[name]
+
     @staticmethod
     def failed(sample_id: int, error: str) -> ScoreResult:
         return ScoreResult(sample_id=sample_id, metrics=None, error=error)

@@ -25,9 +25,9 @@ from workers.scorers.base import (
     SampleError,
     Scorer,
     cached_model,
+    each,
     load_image,
     model_key,
-    prepared_batches,
     select_text,
 )
 
@@ -324,7 +324,7 @@ class ClipScorer(Scorer):
         chars = [len(select_text(it.conversations, self.params.text)) for it in items]
         order = sorted(range(len(items)), key=chars.__getitem__)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in prepared_batches(items, self.prepare, batches, self.num_workers):
+        for batch in self.loader("prepare", each(self.prepare)).batches(items, batches):
             ok = [x for x in batch if isinstance(x, _ClipInput)]
             for x in batch:
                 if isinstance(x, Failed):

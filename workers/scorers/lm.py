@@ -26,7 +26,6 @@ from workers.scorers.base import (
     cached_model,
     load_image,
     model_key,
-    prepared_batches,
     strip_image_token,
 )
 
@@ -354,7 +353,7 @@ def reference_logprob(model: Any, seq: Encoded, device: torch.device, **inputs: 
     return -float(out.loss) * n, n
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def length_buckets(lengths: Sequence[float], batch_size: int) -> list[list[int]]:
     """Indices sorted longest first, cut into batches: little padding, and an OOM shows up first."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
@@ -567,43 +566,45 @@ class MllmLossScorer(_LossScorer):
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         return _MllmInput(seq, pixels)
 
-    def prepare_batch(self, seqs: list[Encoded]) -> list[_MllmInput | Failed]:
-        """:meth:`prepare` for a whole batch, with one image-processor call for all its images (the same
-        pixels as one call per sample: a fixed-resolution processor treats each image alone). Runs in
-        loader workers; never raises."""
+    def prepare_batch(self, items: list[ScoreItem]) -> list[_MllmInput | Failed]:
+        """Encode a piece of a batch (render, tokenize) and decode and preprocess its images, with one
+        image-processor call for all of them (the same pixels as one call per sample: a fixed-resolution
+        processor treats each image alone). Runs in loader workers; never raises."""
         out: list[_MllmInput | Failed] = []
         images: list[Any] = []
         spans: dict[int, tuple[int, int]] = {}  # out index -> its images' rows in the batch
-        for seq in seqs:
+        for item in items:
             try:
-                assert seq.item is not None
-                loaded = [load_image(p) for p in seq.item.images]
+                seq = self._encode(item)
+                loaded = [load_image(p) for p in item.images]
             except SampleError as e:
-                out.append(Failed(seq.sample_id, str(e)))
+                out.append(Failed(item.sample_id, str(e)))
                 continue
-            except Exception as e:
-                out.append(Failed(seq.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300]))
+            except Exception as e:  # one odd sample must not fail the batch
+                out.append(Failed(item.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300]))
                 continue
             out.append(_MllmInput(seq, None))
             if loaded:
                 spans[len(out) - 1] = (len(images), len(images) + len(loaded))
             images += loaded
-        if not images:
-            return out
-        try:
-            pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        except Exception:  # an image the processor rejects: process each sample alone
-            for k, x in enumerate(out):
-                if isinstance(x, _MllmInput) and x.seq.item is not None and x.seq.item.images:
-                    try:
-                        out[k] = self.prepare(x.seq)
-                    except Exception as e:
-                        out[k] = Failed(x.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300])
-            return out
-        for k, (a, b) in spans.items():
-            x = out[k]
-            assert isinstance(x, _MllmInput)
-            x.pixel_values = pixels[a:b]
+        if images:
+            try:
+                pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+            except Exception:  # an image the processor rejects: process each sample alone
+                for k, x in enumerate(out):
+                    if isinstance(x, _MllmInput) and x.seq.item is not None and x.seq.item.images:
+                        try:
+                            out[k] = self.prepare(x.seq)
+                        except Exception as e:
+                            out[k] = Failed(x.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300])
+            else:
+                for k, (a, b) in spans.items():
+                    x = out[k]
+                    assert isinstance(x, _MllmInput)
+                    x.pixel_values = pixels[a:b]
+        for x in out:
+            if isinstance(x, _MllmInput):
+                x.seq.item = None  # the model needs the tokens alone: less to send back from a worker
         return out
 
     def _encode(self, item: ScoreItem) -> Encoded:
@@ -611,14 +612,18 @@ class MllmLossScorer(_LossScorer):
         seq.item = item
         return seq
 
+    def length_hint(self, item: ScoreItem) -> float:
+        """About the sample's token count, before tokenizing, for length buckets: ~4 characters a token,
+        ~4 tokens of role markers a turn (on the benchmark's samples: 9% padding in windows of 512, 5% with
+        the exact counts)."""
+        text = sum(len(c.get("value") or "") / 4 + 4 for c in item.conversations)
+        return text + len(item.images) * self.encoder.n_image_tokens
+
     def _score_window(self, items: list[ScoreItem]) -> Iterator[ScoreResult]:
-        seqs, failed = self._encode_all(items, self._encode)
-        yield from failed
-        groups = [[seqs[i] for i in b] for b in length_buckets([len(s.ids) for s in seqs], self.batch_size)]
-        # one loader record per batch: the worker runs the image processor once for the whole batch
-        for (prepared,) in prepared_batches(groups, self.prepare_batch, [[k] for k in range(len(groups))],
-                                            self.num_workers):
-            batch = prepared if isinstance(prepared, list) else [prepared]  # a Failed only if prepare_batch broke
+        # Encoding and images both happen in the loader (worker processes when num_workers > 0), so the
+        # buckets come from a length estimate rather than from the tokens.
+        batches = length_buckets([self.length_hint(it) for it in items], self.batch_size)
+        for batch in self.loader("prepare_batch", self.prepare_batch).batches(items, batches):
             for x in batch:
                 if isinstance(x, Failed):
                     yield self.failed(x.sample_id, x.error)
