@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -91,6 +92,21 @@ def test_workers_end_with_their_parent() -> None:
     while time.time() < deadline and any(_exists(p) for p in pids):
         time.sleep(0.1)
     assert not any(_exists(p) for p in pids), "loader workers outlived their parent"
+
+
+def test_workers_let_go_of_what_their_parent_had_open() -> None:
+    read, write = os.pipe()  # like a subprocess's stdin: its reader waits for every writer to close
+    loader = Loader(square, 2, piece=4)
+    try:
+        assert len(list(loader.batches([Rec(i) for i in range(16)], batches_of(16, 8)))) == 2  # forks now
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 10)
+        assert ready and os.read(read, 1) == b"", "a loader worker still holds the pipe's write end"
+        # the workers still work after letting go
+        assert [x[0] for x in next(loader.batches([Rec(5)], [[0]]))] == [5]
+    finally:
+        os.close(read)
+        loader.close()
 
 
 def _exists(pid: int) -> bool:

@@ -136,11 +136,13 @@ def unpack(packed: Packed) -> Any:
 _WORKER_PREPARE: Callable[[list[Any]], list[Any]] | None = None
 
 
-def _worker_init(prepare_piece: Callable[[list[Any]], list[Any]], parent: int) -> None:
-    """Runs first in each forked worker: one torch thread (the model owns the cores), the prepare
-    function inherited through the fork (never pickled: it belongs to a model-holding scorer), and a
-    watchdog that ends the worker when its parent is gone."""
+def _worker_init(prepare_piece: Callable[[list[Any]], list[Any]], parent: int,
+                 inherited: list[tuple[int, int, int]]) -> None:
+    """Runs first in each forked worker: the inherited descriptors let go, one torch thread (the model
+    owns the cores), the prepare function inherited through the fork (never pickled: it belongs to a
+    model-holding scorer), and a watchdog that ends the worker when its parent is gone."""
     global _WORKER_PREPARE
+    release_fds(inherited)
     _WORKER_PREPARE = prepare_piece
     try:
         import torch
@@ -156,6 +158,39 @@ def _worker_init(prepare_piece: Callable[[list[Any]], list[Any]], parent: int) -
                 os._exit(0)
 
     threading.Thread(target=watch, name="qspace-loader-watchdog", daemon=True).start()
+
+
+def open_fds() -> list[tuple[int, int, int]]:
+    """(descriptor, device, inode) of what this process has open ([] where there is no /proc)."""
+    try:
+        fds = [int(x) for x in os.listdir("/proc/self/fd")]
+    except OSError:
+        return []
+    out = []
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:  # the one listdir itself had open
+            continue
+        out.append((fd, st.st_dev, st.st_ino))
+    return out
+
+
+def release_fds(fds: list[tuple[int, int, int]]) -> None:
+    """Point each (descriptor, device, inode) of ``fds`` at /dev/null if the descriptor is still that
+    file: a number closed since and reused (a process sentinel made at the fork) is left alone. Re-pointed
+    rather than closed, so that no number is reused under an inherited Python object that may close it."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd, dev, ino in fds:
+        if fd <= 2 or fd == null:
+            continue
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):
+                os.dup2(null, fd, inheritable=False)
+        except OSError:
+            pass
+    os.close(null)
 
 
 def _worker_run(piece: list[Any]) -> Packed:
@@ -187,10 +222,22 @@ class Loader(Generic[R, P]):
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+            # What the workers let go of: every descriptor open here before they fork (at the first submit),
+            # but the two pipes they read calls from and write results to. A kept worker would otherwise
+            # hold, for its whole life, the write end of a pipe whose reader then never sees end-of-file (a
+            # subprocess's stdin: Playwright's driver never exited), a listening socket, a database file.
+            # Descriptors made at the fork itself (the process sentinels) are not in the list.
+            inherited: list[tuple[int, int, int]] = []
             self._pool = ProcessPoolExecutor(
                 self.num_workers, mp_context=ctx, initializer=_worker_init,
-                initargs=(self.prepare_piece, os.getpid()),
+                initargs=(self.prepare_piece, os.getpid(), inherited),
             )
+            try:
+                needed = {self._pool._call_queue._reader.fileno(),  # type: ignore[attr-defined]
+                          self._pool._result_queue._writer.fileno()}  # type: ignore[attr-defined]
+                inherited += [f for f in open_fds() if f[0] > 2 and f[0] not in needed]
+            except AttributeError:  # another Python's executor: let go of nothing rather than of those
+                pass
             self._finalizer = weakref.finalize(self, _shutdown, self._pool)
         return self._pool
 
