@@ -27,6 +27,9 @@ def open_explore(page: Any, live: Live, ds: int | None = None) -> None:
     page.goto(f"{live.base_url}/explore?ds={ds or live.seeded.dataset_id}")
     page.wait_for_selector(".gcard", timeout=TIMEOUT)
     page.wait_for_selector("g.draglayer g.xy rect.nsewdrag", timeout=TIMEOUT)
+    # The first callbacks may still be in flight (under load, a late one reset the gallery to page 1 after
+    # a click on Next): act on a settled page.
+    page.wait_for_load_state("networkidle", timeout=TIMEOUT)
 
 
 def draw_lasso(
