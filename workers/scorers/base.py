@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from backend.scorer_specs import ScoreItem, ScoreResult, get_spec, model_identity, validate_params  # noqa: E402
-from workers.scorers.loader import Failed, Loader, sample_id_of  # noqa: E402
+from workers.scorers.loader import Failed, Loader, preprocess_error, sample_id_of  # noqa: E402
 
 IMAGE_TOKEN = "<image>"
 
@@ -150,7 +150,7 @@ def each(prepare: Callable[[R], P]) -> Callable[[list[R]], list[P | Failed]]:
             except SampleError as e:
                 out.append(Failed(sample_id_of(rec), str(e)))
             except Exception as e:  # a per-sample bug must not fail the batch
-                out.append(Failed(sample_id_of(rec), f"preprocess failed: {type(e).__name__}: {e}"[:300]))
+                out.append(Failed(sample_id_of(rec), preprocess_error(e)))
         return out
 
     return prepare_piece

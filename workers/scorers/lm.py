@@ -26,6 +26,7 @@ from workers.scorers.base import (
     cached_model,
     load_image,
     model_key,
+    preprocess_error,
     strip_image_token,
 )
 
@@ -581,7 +582,7 @@ class MllmLossScorer(_LossScorer):
                 out.append(Failed(item.sample_id, str(e)))
                 continue
             except Exception as e:  # one odd sample must not fail the batch
-                out.append(Failed(item.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300]))
+                out.append(Failed(item.sample_id, preprocess_error(e)))
                 continue
             out.append(_MllmInput(seq, None))
             if loaded:
@@ -596,7 +597,7 @@ class MllmLossScorer(_LossScorer):
                         try:
                             out[k] = self.prepare(x.seq)
                         except Exception as e:
-                            out[k] = Failed(x.sample_id, f"preprocess failed: {type(e).__name__}: {e}"[:300])
+                            out[k] = Failed(x.sample_id, preprocess_error(e))
             else:
                 for k, (a, b) in spans.items():
                     x = out[k]

@@ -44,12 +44,17 @@ def sample_id_of(rec: Any) -> int:
     return int(rec.sample_id if hasattr(rec, "sample_id") else rec.item.sample_id)
 
 
+def preprocess_error(e: Exception) -> str:
+    """The error row's reason for an unexpected exception while preparing a sample."""
+    return f"preprocess failed: {type(e).__name__}: {e}"[:300]
+
+
 def safe_piece(prepare_piece: Callable[[list[R]], list[Any]], piece: list[R]) -> list[Any]:
     """``prepare_piece(piece)``, or a :class:`Failed` per record if it raises."""
     try:
         out = prepare_piece(piece)
     except Exception as e:  # a bug on one piece must not fail the window
-        reason = f"preprocess failed: {type(e).__name__}: {e}"[:300]
+        reason = preprocess_error(e)
         return [Failed(sample_id_of(r), reason) for r in piece]
     if len(out) != len(piece):
         raise RuntimeError(f"prepare returned {len(out)} results for {len(piece)} samples")
