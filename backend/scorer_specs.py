@@ -130,6 +130,9 @@ class LmLossParams(_Params):
     include_eos: bool = Field(True, description=_EOS_DOC)
     max_length: int | None = Field(None, ge=8, description=_MAXLEN_DOC)
     batch_size: int = _runtime_int(16, 1, "Sequences per model call (halved on CUDA out-of-memory).")
+    num_workers: int = _runtime_int(
+        1, 0, "Tokenizing processes, working ahead of the model (0 = in the scoring process)."
+    )
 
 
 class IfdParams(LmLossParams):

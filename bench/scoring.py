@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         configs = {
             "clip": {"model": str(models["clip"]), "batch_size": args.batch, "num_workers": args.workers},
             "mllm_loss": {"model": str(models["llava"]), "batch_size": args.batch, "num_workers": args.workers},
-            "lm_loss": {"model": str(models["lm"]), "batch_size": args.batch},
-            "ifd": {"model": str(models["lm"]), "batch_size": args.batch},
+            "lm_loss": {"model": str(models["lm"]), "batch_size": args.batch, "num_workers": args.workers},
+            "ifd": {"model": str(models["lm"]), "batch_size": args.batch, "num_workers": args.workers},
         }
         rows = []
         for kind in args.kinds.split(","):

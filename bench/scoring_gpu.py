@@ -263,7 +263,7 @@ def run_loss(kind: str, size: str, items: list[ScoreItem], *, batch: int, count:
         cfg = llama_config(size, processor)
         model = _build(lambda: LlamaForCausalLM(cfg), device, dtype)
         cached_model(model_key("lm", name, device, dtype), lambda: (model, processor.tokenizer))
-        params = {"model": name, "batch_size": batch}
+        params = {"model": name, "batch_size": batch, "num_workers": workers}
     scorer: Any = build_scorer(kind, params, device=device, dtype=dtype)
     scorer.load()
     seconds, results = timed_score(scorer, items, device)

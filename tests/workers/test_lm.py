@@ -20,8 +20,7 @@ from workers.scorers.registry import build_scorer
 
 def _scorer(kind: str, models: dict[str, Path], **params: Any) -> Any:
     model = models["llava" if kind == "mllm_loss" else "lm"]
-    extra = {"num_workers": 0} if kind == "mllm_loss" else {}
-    return build_scorer(kind, {"model": str(model), **extra, **params}, device="cpu")
+    return build_scorer(kind, {"model": str(model), "num_workers": 0, **params}, device="cpu")
 
 
 def _check_against_reference(scorer: Scorer, samples: list[ScoreItem]) -> int:
@@ -46,13 +45,19 @@ def test_mllm_batched_equals_reference(tiny_models: dict[str, Path], samples: li
     assert n_ok == len(samples) - 4  # missing, truncated and non-image files; the blank answer
 
 
-@pytest.mark.parametrize("params", [{"batch_size": 4}, {"batch_size": 32, "include_eos": False}])
+@pytest.mark.parametrize(
+    "params",
+    [{"batch_size": 4}, {"batch_size": 32, "include_eos": False}, {"batch_size": 3, "num_workers": 2}],
+)
 def test_lm_loss_batched_equals_reference(tiny_models: dict[str, Path], samples: list[ScoreItem], params: dict) -> None:
     n_ok = _check_against_reference(_scorer("lm_loss", tiny_models, **params), samples)
     assert n_ok == len(samples) - 1  # text only: images don't matter, only the empty answer fails
 
 
-@pytest.mark.parametrize("params", [{"batch_size": 4}, {"batch_size": 64, "template": "llava_v1"}])
+@pytest.mark.parametrize(
+    "params",
+    [{"batch_size": 4}, {"batch_size": 64, "template": "llava_v1"}, {"batch_size": 5, "num_workers": 2}],
+)
 def test_ifd_batched_equals_reference(tiny_models: dict[str, Path], samples: list[ScoreItem], params: dict) -> None:
     scorer = _scorer("ifd", tiny_models, **params)
     assert _check_against_reference(scorer, samples) == len(samples) - 1

@@ -75,6 +75,7 @@ def test_key_is_stable_and_ignores_order_defaults_and_runtime_knobs() -> None:
     assert len(k) == 64 and int(k, 16) >= 0
     assert runtime_fields("clip") == {"batch_size", "num_workers"}
     assert runtime_fields("mllm_loss") == {"batch_size", "num_workers"}
+    assert runtime_fields("lm_loss") == runtime_fields("ifd") == {"batch_size", "num_workers"}
     assert scorer_key("lm_loss", {}) != scorer_key("ifd", {})  # same params, different kind
 
 
