@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import random
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,62 @@ def test_jpeg_bytes_only_for_whole_rgb_or_grey_jpegs(image_dir: Path) -> None:
     assert jpeg_bytes(str(image_dir / "notanimage.jpg")) is None
     assert jpeg_bytes(str(image_dir / "missing.jpg")) is None
     assert device_jpeg_decoder(torch.device("cpu")) is None
+
+
+def _shared_image_samples(folder: Path) -> list[ScoreItem]:
+    """Many questions about few files: each readable image is asked about 4-6 times (one sample with
+    two of them), a truncated file twice; the first sample to show img1 has an empty answer (it fails
+    before decoding, so a later sample embeds img1 itself)."""
+    rng = random.Random(3)
+    for i in range(3):
+        im = Image.new("RGB", (40 + 8 * i, 48), (40 * i, 200 - 50 * i, 90))
+        im.paste((250, 250, 250), (4 * i, 6, 4 * i + 12, 20))
+        im.save(folder / f"shared{i}.jpg", quality=90)
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(buf, format="JPEG")
+    (folder / "shared_truncated.jpg").write_bytes(buf.getvalue()[:200])
+    paths = [str(folder / f"shared{i}.jpg") for i in range(3)]
+    items = [ScoreItem(0, [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": " "}], [paths[1]])]
+    for k in range(1, 16):
+        answer = " ".join(rng.choice(["red", "a", "square", "on", "grey", "ground", "large"]) for _ in range(k))
+        conv = [{"from": "human", "value": "<image>\nDescribe it."}, {"from": "gpt", "value": answer}]
+        images = [paths[k % 3]] if k % 5 else [paths[0], paths[2]]
+        if k in (4, 11):
+            images = [str(folder / "shared_truncated.jpg")]
+        items.append(ScoreItem(k, conv, images))
+    return items
+
+
+def test_an_image_shown_by_several_samples_is_embedded_once(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """Samples that show the same file reuse its embedding, within a batch, across batches and across
+    calls; results equal the per-sample reference, error rows included."""
+    items = _shared_image_samples(tmp_path)
+    scorer = _clip(tiny_models, batch_size=2).load()  # 8 batches
+    rows: list[int] = []
+    scorer.model.visual.register_forward_hook(lambda _m, args, _out: rows.append(int(args[0].shape[0])))
+    got = scorer.score_all(items)
+    # Each readable file once: shared0 and shared2 in a batch, shared1 alone after its first sample failed.
+    # The truncated file is tried by both its samples and never reaches the model.
+    assert sum(rows) == 3
+    rows.clear()
+    assert scorer.score_all(items) == got and rows == []  # a second call: every embedding from the cache
+    for item in items:
+        want = scorer.reference(item)
+        assert got[item.sample_id].error == want.error, item.sample_id
+        if want.metrics is not None:
+            assert_close(got[item.sample_id].metrics, want.metrics)  # type: ignore[arg-type]
+    assert got[0].error == "empty answer"
+    assert got[4].error is not None and "shared_truncated.jpg" in got[4].error and got[11].error == got[4].error
+    assert sum(r.error is None for r in got.values()) == 13
+
+
+def test_a_changed_file_is_embedded_again(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    items = _shared_image_samples(tmp_path)[1:4]
+    scorer = _clip(tiny_models, batch_size=2)
+    first = scorer.score_all(items)
+    path = Path(items[0].images[0])
+    Image.new("RGB", (30, 30), (0, 0, 255)).save(path, quality=90)  # new content, size and time
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    second = scorer.score_all(items)
+    assert second[items[0].sample_id].metrics != first[items[0].sample_id].metrics
+    assert_close(second[items[0].sample_id].metrics, scorer.reference(items[0]).metrics)  # type: ignore[arg-type]

@@ -3,13 +3,18 @@
 similarity = mean over the sample's images of cos(image embedding, text embedding), times 100 for
 ``scale="x100"``. With ``long_text="chunks"`` the text embedding is the re-normalised mean of the
 normalised embeddings of consecutive 77-token windows; with ``truncate`` it is CLIP's first 77 tokens.
+
+An image file shown by several samples (same path, size and modification time) is decoded and embedded
+once; the scorer keeps the last ``IMAGE_CACHE`` image embeddings for later windows and calls.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterator
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,19 +211,43 @@ def jpeg_bytes(path: str) -> torch.Tensor | None:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+ImageKey = tuple[str, int, int]  # (path, size, modification time in ns): the same file, unchanged
+
+
+def image_key(path: str) -> ImageKey | None:
+    """What identifies an image file's content cheaply, or None if it cannot be read (not reused then)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_size, st.st_mtime_ns)
+
+
+@dataclass
+class _ClipJob:
+    """A sample as the loader gets it: which of its images to decode (the others reuse an embedding)."""
+
+    item: ScoreItem
+    decode: tuple[bool, ...]
+    keys: tuple[ImageKey | None, ...]
+
+
 @dataclass
 class _ClipInput:
     sample_id: int
-    # One per image: uint8 [3, H, W] (normalised on the device) or float32 [3, H, W] (transformed on the
-    # host); or, where ``pending`` says so, an image the device still has to finish.
+    # One per decoded image: uint8 [3, H, W] (normalised on the device) or float32 [3, H, W] (transformed
+    # on the host); or, where ``pending`` says so, an image the device still has to finish.
     images: list[torch.Tensor]
     tokens: torch.Tensor  # [n_windows, context]
-    # per image: "" = ready; "hwc" = decoded full size (uint8 [H, W, 3]), the device resizes and crops it;
-    # "jpeg" = the file's bytes (1-D uint8), the device decodes (nvJPEG), resizes and crops it
+    # per decoded image: "" = ready; "hwc" = decoded full size (uint8 [H, W, 3]), the device resizes and
+    # crops it; "jpeg" = the file's bytes (1-D uint8), the device decodes (nvJPEG), resizes and crops it
     pending: list[str] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)  # per decoded image: its index among the sample's images
+    keys: list[ImageKey | None] = field(default_factory=list)  # per image of the sample; None: not reusable
 
 
 IMAGE_PATHS = ("host", "device_resize", "nvjpeg")
+IMAGE_CACHE = 16384  # image embeddings a scorer keeps for later samples showing the same file
 
 
 class ClipScorer(Scorer):
@@ -234,6 +263,8 @@ class ClipScorer(Scorer):
         if p.long_text == "chunks":
             clip_text_tokens(self.tokenizer, "", "chunks")  # fail at load, not per sample
         self.trim_text = trims_text_padding(self.model)
+        self._image_cache: OrderedDict[ImageKey, torch.Tensor] = OrderedDict()
+        self._cache_path = ""  # the image path the cached embeddings were made on
         self.host_transform, mean, std = split_transform(self.preprocess)
         self.mean = mean.to(self.device) if mean is not None else None
         self.std = std.to(self.device) if std is not None else None
@@ -256,14 +287,24 @@ class ClipScorer(Scorer):
             raise SampleError("empty answer" if self.params.text == "answers" else "empty text")
         return text
 
-    def prepare(self, item: ScoreItem) -> _ClipInput:
-        """Decode and transform the images and tokenize the text (runs in loader workers)."""
+    def prepare(
+        self,
+        item: ScoreItem,
+        decode: Sequence[bool] | None = None,
+        keys: Sequence[ImageKey | None] | None = None,
+    ) -> _ClipInput:
+        """Decode and transform the images (those ``decode`` marks; default all) and tokenize the text
+        (runs in loader workers)."""
         if not item.images:
             raise SampleError("no image")
         tokens = clip_text_tokens(self.tokenizer, self.text_of(item), self.params.long_text)
         images: list[torch.Tensor] = []
         pending: list[str] = []
-        for path in item.images:
+        slots: list[int] = []
+        for j, path in enumerate(item.images):
+            if decode is not None and not decode[j]:
+                continue
+            slots.append(j)
             data = jpeg_bytes(path) if self.image_path == "nvjpeg" and self.device_decode is not None else None
             if data is not None:
                 images.append(data)
@@ -274,7 +315,30 @@ class ClipScorer(Scorer):
             else:
                 images.append(self.host_transform(load_image(path)))
                 pending.append("")
-        return _ClipInput(item.sample_id, images, tokens, pending)
+        key_list: list[ImageKey | None] = list(keys) if keys is not None else [None] * len(item.images)
+        return _ClipInput(item.sample_id, images, tokens, pending, slots, key_list)
+
+    def _prepare_job(self, job: _ClipJob) -> _ClipInput:
+        return self.prepare(job.item, job.decode, job.keys)
+
+    def plan(self, items: list[ScoreItem], batches: list[list[int]]) -> list[_ClipJob]:
+        """Per sample, which images to decode: each image file (same path, size and modification time)
+        once, in the first batch that shows it, unless an earlier window already embedded it; later
+        samples reuse its embedding (datasets such as SVIT and ShareGPT4V ask several questions of one
+        image)."""
+        if self._cache_path != self.image_path:  # embeddings depend on where images are decoded and resized
+            self._image_cache.clear()
+            self._cache_path = self.image_path
+        planned = set(self._image_cache)
+        jobs: list[_ClipJob | None] = [None] * len(items)
+        for batch in batches:
+            for i in batch:
+                keys = tuple(image_key(p) for p in items[i].images)
+                decode = tuple(k is None or k not in planned for k in keys)
+                planned.update(k for k in keys if k is not None)
+                jobs[i] = _ClipJob(items[i], decode, keys)
+        assert all(j is not None for j in jobs)
+        return jobs  # type: ignore[return-value]
 
     def _finish_images(self, batch: list[_ClipInput]) -> tuple[list[_ClipInput], list[ScoreResult]]:
         """Finish the images the loader left to the device (in place): decode JPEG bytes (nvJPEG), resize
@@ -324,7 +388,8 @@ class ClipScorer(Scorer):
         chars = [len(select_text(it.conversations, self.params.text)) for it in items]
         order = sorted(range(len(items)), key=chars.__getitem__)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in self.loader("prepare", each(self.prepare)).batches(items, batches):
+        jobs = self.plan(items, batches)
+        for batch in self.loader("prepare", each(self._prepare_job)).batches(jobs, batches):
             ok = [x for x in batch if isinstance(x, _ClipInput)]
             for x in batch:
                 if isinstance(x, Failed):
@@ -334,39 +399,88 @@ class ClipScorer(Scorer):
 
     @torch.inference_mode()
     def forward(self, batch: list[_ClipInput]) -> list[ScoreResult]:
-        """One image call and one text call for the whole batch; per-sample means by owner index."""
+        """One image call (the images this batch decoded) and one text call for the whole batch; images
+        embedded before are taken from the cache; per-sample means by owner index."""
         batch, failed = self._finish_images(batch)
         if not batch:
             return failed
         ims = [im for x in batch for im in x.images]
+        fresh: dict[tuple[int, int], torch.Tensor] = {}  # (sample in batch, image slot) -> embedding
+        if ims:
+            embedded = self._embed_images(ims)
+            rows = iter(embedded)
+            for b, x in enumerate(batch):
+                for slot in x.slots:
+                    fresh[b, slot] = e = next(rows)
+                    key = x.keys[slot]
+                    if key is not None:
+                        self._remember(key, e)
+        per_image: list[torch.Tensor] = []
+        counts: list[int] = []
+        ok: list[_ClipInput] = []
+        for b, x in enumerate(batch):
+            try:
+                embs = [fresh[b, j] if (b, j) in fresh else self._reused(x.keys[j]) for j in range(len(x.keys))]
+            except SampleError as e:
+                failed.append(self.failed(x.sample_id, str(e)))
+                continue
+            ok.append(x)
+            per_image += embs
+            counts.append(len(embs))
+        if not ok:
+            return failed
+        img = torch.stack(per_image)
+        tokens = torch.cat([x.tokens for x in ok]).to(self.device, non_blocking=True)
+        encoded = encode_text_trimmed(self.model, tokens) if self.trim_text else self.model.encode_text(tokens)
+        txt = F.normalize(encoded.float(), dim=-1)
+        img_owner = torch.repeat_interleave(torch.arange(len(ok)), torch.tensor(counts)).to(self.device)
+        txt_owner = torch.repeat_interleave(
+            torch.arange(len(ok)), torch.tensor([len(x.tokens) for x in ok])
+        ).to(self.device)
+        # Text embedding per sample: mean of its window embeddings, re-normalised (one window: itself).
+        t = torch.zeros(len(ok), txt.shape[1], device=self.device).index_add_(0, txt_owner, txt)
+        t = F.normalize(t, dim=-1)
+        sims = (img * t[img_owner]).sum(-1)
+        per_sample = torch.zeros(len(ok), device=self.device).index_add_(0, img_owner, sims)
+        per_sample = per_sample / torch.tensor(counts, device=self.device)
+        scale = 100.0 if self.params.scale == "x100" else 1.0
+        values = (per_sample * scale).tolist()
+        return failed + [
+            ScoreResult(x.sample_id, {"similarity": float(v)}, None) for x, v in zip(ok, values, strict=True)
+        ]
+
+    def _embed_images(self, ims: list[torch.Tensor]) -> torch.Tensor:
+        """Normalised float32 embeddings of prepared images (one model call)."""
         if all(im.device == ims[0].device for im in ims):
             images = torch.stack(ims).to(self.device, non_blocking=True)  # one host-to-device copy
         else:  # some decoded on the device already
             images = torch.stack([im.to(self.device, non_blocking=True) for im in ims])
         if self.mean is not None and self.std is not None:  # finish ToTensor + Normalize, float32 as torchvision
             images = (images.float().div(255) - self.mean) / self.std
-        images = images.to(self.dtype)
-        tokens = torch.cat([x.tokens for x in batch]).to(self.device, non_blocking=True)
-        img = F.normalize(self.model.encode_image(images).float(), dim=-1)
-        encoded = encode_text_trimmed(self.model, tokens) if self.trim_text else self.model.encode_text(tokens)
-        txt = F.normalize(encoded.float(), dim=-1)
-        img_owner = torch.repeat_interleave(
-            torch.arange(len(batch)), torch.tensor([len(x.images) for x in batch])
-        ).to(self.device)
-        txt_owner = torch.repeat_interleave(
-            torch.arange(len(batch)), torch.tensor([len(x.tokens) for x in batch])
-        ).to(self.device)
-        # Text embedding per sample: mean of its window embeddings, re-normalised (one window: itself).
-        t = torch.zeros(len(batch), txt.shape[1], device=self.device).index_add_(0, txt_owner, txt)
-        t = F.normalize(t, dim=-1)
-        sims = (img * t[img_owner]).sum(-1)
-        per_sample = torch.zeros(len(batch), device=self.device).index_add_(0, img_owner, sims)
-        per_sample = per_sample / torch.tensor([len(x.images) for x in batch], device=self.device)
-        scale = 100.0 if self.params.scale == "x100" else 1.0
-        values = (per_sample * scale).tolist()
-        return failed + [
-            ScoreResult(x.sample_id, {"similarity": float(v)}, None) for x, v in zip(batch, values, strict=True)
-        ]
+        return F.normalize(self.model.encode_image(images.to(self.dtype)).float(), dim=-1)
+
+    def clear_image_cache(self) -> None:
+        """Forget the image embeddings kept for reuse (benchmarks: every timed run decodes and embeds)."""
+        self._image_cache.clear()
+
+    def _remember(self, key: ImageKey, embedding: torch.Tensor) -> None:
+        self._image_cache[key] = embedding
+        self._image_cache.move_to_end(key)
+        while len(self._image_cache) > IMAGE_CACHE:
+            self._image_cache.popitem(last=False)
+
+    def _reused(self, key: ImageKey | None) -> torch.Tensor:
+        """The cached embedding of ``key``'s image; if it is not there (the sample that was to decode it
+        failed for another reason, or it was evicted), the image is embedded here, alone."""
+        assert key is not None  # the plan decodes every image without a key
+        e = self._image_cache.get(key)
+        if e is not None:
+            self._image_cache.move_to_end(key)
+            return e
+        image = self.preprocess(load_image(key[0]))
+        e = F.normalize(self.model.encode_image(image[None].to(self.device, self.dtype)).float(), dim=-1)[0]
+        self._remember(key, e)
+        return e
 
     @torch.inference_mode()
     def reference(self, item: ScoreItem) -> ScoreResult:
