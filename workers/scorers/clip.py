@@ -414,7 +414,7 @@ class ClipScorer(Scorer):
                     fresh[b, slot] = e = next(rows)
                     key = x.keys[slot]
                     if key is not None:
-                        self._remember(key, e)
+                        self._remember(key, e.clone())  # a row of its own: a view would keep its whole batch alive
         per_image: list[torch.Tensor] = []
         counts: list[int] = []
         ok: list[_ClipInput] = []
