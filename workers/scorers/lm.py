@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from workers.scorers.base import (
     SampleError,
     Scorer,
     cached_model,
+    each,
     load_image,
     model_key,
     preprocess_error,
@@ -409,18 +409,6 @@ class _LossScorer(Scorer):
         # (some, e.g. Gemma 3, let image tokens attend both ways).
         return cfg.model_type in _CAUSAL_MULTIMODAL
 
-    def _encode_piece(self, encode: Callable[[ScoreItem], Any], items: list[ScoreItem]) -> list[Any]:
-        """``encode(item)`` per item, or :class:`Failed` with the reason (never raises)."""
-        out: list[Any] = []
-        for item in items:
-            try:
-                out.append(encode(item))
-            except SampleError as e:
-                out.append(Failed(item.sample_id, str(e)))
-            except Exception as e:  # one odd sample must not fail the window
-                out.append(Failed(item.sample_id, f"encode failed: {type(e).__name__}: {e}"[:300]))
-        return out
-
     def length_hint(self, item: ScoreItem) -> float:
         """About the sample's token count, before tokenizing, for length buckets: ~4 characters a token,
         ~4 tokens of role markers a turn, plus the image tokens."""
@@ -437,10 +425,10 @@ class _LossScorer(Scorer):
         samples, padding: lm_loss 7% against 6% for the whole window, ifd 12% against 9%; 11% and 27%
         with groups of one batch)."""
         if self.num_workers <= 0:
-            groups: Iterator[list[Any]] = iter([self._encode_piece(encode, items)])
+            groups: Iterator[list[Any]] = iter([each(encode)(items)])
         else:
             batches = length_buckets([self.length_hint(it) for it in items], self.batch_size * 4)
-            groups = self.loader("encode", partial(self._encode_piece, encode)).batches(items, batches)
+            groups = self.loader("encode", each(encode)).batches(items, batches)
         for group in groups:
             yield (
                 [x for x in group if not isinstance(x, Failed)],
