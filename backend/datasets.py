@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
@@ -106,6 +107,12 @@ def sample_out(sample: Sample, scores: dict[str, ScoreOut]) -> SampleOut:
 def samples_out(session: Session, samples: list[Sample]) -> list[SampleOut]:
     scores = scores_for(session, [s.id for s in samples])
     return [sample_out(s, scores.get(s.id, {})) for s in samples]
+
+
+def samples_by_id(session: Session, ids: Sequence[int]) -> list[SampleOut]:
+    """The samples of `ids`, in that order; ids that name no sample are left out."""
+    found = {s.id: s for s in session.scalars(select(Sample).where(Sample.id.in_(ids)))} if ids else {}
+    return samples_out(session, [found[i] for i in ids if i in found])
 
 
 def page_samples(

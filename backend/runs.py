@@ -1,44 +1,33 @@
-"""Scoring runs: create-or-resume, chunks of sample ids, progress and ETA, cancel, and the idempotent upsert.
+"""Scoring runs, the API side: create-or-resume, chunks of sample ids to enqueue, cancel, listing and errors.
 
-A run is (dataset, scorer key). Its work is split into chunks of sample ids; each chunk is scored by a worker
-and written by :func:`upsert_scores` in one transaction keyed by (run, sample) with ``ON CONFLICT DO
-NOTHING``, so a redelivered chunk writes nothing twice and the run's counters grow only by the rows really
-inserted. Posting the same scorer on the same dataset again resumes the run: only samples without a stored
-result are enqueued.
+A run is (dataset, scorer key). Its work is split into chunks of sample ids, enqueued here and scored by the
+workers, which write their results through :mod:`backend.queue.chunks` (the worker side: an idempotent upsert
+keyed by (run, sample)). Posting the same scorer on the same dataset again resumes the run: only samples
+without a stored result are enqueued.
 
 Status: ``queued`` (enqueued, nothing started) -> ``running`` (a chunk started) -> ``done`` (every sample has
 a result); ``cancelled`` (further chunks are skipped) and ``failed`` (a chunk failed for a reason other than a
-bad sample) stop it; posting it again resumes it.
-
-Throughput is an exponentially weighted rate over the last ``progress_window_s`` seconds (the time constant),
-kept in the run row so that every worker of a run contributes to one figure.
+bad sample) stop it; posting it again resumes it. Progress and ETA: :mod:`backend.queue.progress`.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.datasets import NotFound, UnsafePath, get_dataset, resolve_inside
+from backend.datasets import NotFound, get_dataset
 from backend.models import Dataset, Run, Sample, Score
+from backend.queue.progress import ACTIVE, aware, progress, recount, seconds_between, utcnow
+from backend.queue.progress import TERMINAL as TERMINAL  # for callers that follow a run to its end
 from backend.run_schemas import RunErrorOut, RunErrorsPage, RunOut
-from backend.scorer_specs import ScoreItem, ScoreResult, scorer_key, validate_params
-
-ACTIVE = ("queued", "running")
-TERMINAL = ("done", "failed", "cancelled")
-# Scorers that read the sample's images (clip needs one; mllm_loss uses them when the sample has any). The
-# others see text only, so a missing image is no reason to fail them.
-IMAGE_KINDS = frozenset({"clip", "mllm_loss"})
-INSERT_BATCH = 500  # rows per INSERT statement (4 parameters each: far below SQLite's and PostgreSQL's limits)
+from backend.scorer_specs import scorer_key, validate_params
 
 
 class RunConflict(ValueError):
@@ -49,24 +38,6 @@ class ChunkSink(Protocol):
     """Where chunks go: :class:`backend.queue.TaskQueue`, or a test double."""
 
     def send_chunks(self, run_id: int, scorer_key: str, chunks: Iterable[Sequence[int]]) -> int: ...
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(dt: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were stored as UTC."""
-    if dt is None or dt.tzinfo is not None:
-        return dt
-    return dt.replace(tzinfo=UTC)
-
-
-def _seconds(a: datetime | None, b: datetime | None) -> float | None:
-    a, b = _aware(a), _aware(b)
-    if a is None or b is None:
-        return None
-    return (b - a).total_seconds()
 
 
 # --- lookups -----------------------------------------------------------------------------------------
@@ -100,55 +71,7 @@ def chunked(ids: Sequence[int], size: int) -> list[list[int]]:
     return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def recount(session: Session, run: Run) -> None:
-    """Set total, done and errors from the tables (exact; used on resume and at completion)."""
-    run.total = session.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == run.dataset_id)) or 0
-    done, errors = session.execute(
-        select(func.count(), func.count(Score.error)).select_from(Score).where(Score.run_id == run.id)
-    ).one()
-    run.done, run.errors = int(done or 0), int(errors or 0)
-
-
-# --- progress ------------------------------------------------------------------------------------------
-
-
-def _weight(t: float, tau: float) -> float:
-    """Mass of the exponential kernel over a history `t` seconds long (corrects the estimate's start)."""
-    return -math.expm1(-max(t, 0.0) / tau)
-
-
-def update_rate(
-    prev_rate: float | None, elapsed_prev: float, gap: float, n: int, elapsed_now: float, tau: float
-) -> float | None:
-    """The exponentially weighted samples/s after `n` more samples arrived `gap` seconds after the last update.
-
-    The decayed sum S = sum(n_i * exp(-(now - t_i) / tau)) / tau estimates the rate; dividing by the kernel's
-    mass since the run started removes the bias of a young run (so the first chunk reads n / its duration).
-    """
-    if elapsed_now < 1e-3:
-        return prev_rate
-    s = (prev_rate or 0.0) * _weight(elapsed_prev, tau)
-    s = s * math.exp(-max(gap, 0.0) / tau) + n / tau
-    return s / _weight(elapsed_now, tau)
-
-
-def progress(run: Run, now: datetime | None = None, tau: float = 30.0) -> tuple[float | None, float | None]:
-    """(samples_per_s, eta_s) of `run` as of `now`.
-
-    A running run that has reported nothing for longer than the window shows a decaying rate (so the ETA of a
-    stalled run grows); a finished run keeps its last rate and an ETA of 0.
-    """
-    rate = run.samples_per_s
-    if run.status == "done":
-        return rate, 0.0
-    if run.status != "running" or rate is None:
-        return rate, None
-    gap = _seconds(run.updated_at, now or utcnow()) or 0.0
-    if gap > tau:
-        rate *= math.exp(-(gap - tau) / tau)
-    remaining = max(run.total - run.done, 0)
-    eta = remaining / rate if rate > 1e-9 else None
-    return rate, eta
+# --- what the API shows ----------------------------------------------------------------------------------
 
 
 def run_out(run: Run, now: datetime | None = None, tau: float = 30.0) -> RunOut:
@@ -166,10 +89,10 @@ def run_out(run: Run, now: datetime | None = None, tau: float = 30.0) -> RunOut:
         samples_per_s=None if rate is None else round(rate, 3),
         eta_s=None if eta is None else round(eta, 1),
         message=run.message,
-        created_at=_aware(run.created_at) or utcnow(),
-        started_at=_aware(run.started_at),
-        finished_at=_aware(run.finished_at),
-        updated_at=_aware(run.updated_at),
+        created_at=aware(run.created_at) or utcnow(),
+        started_at=aware(run.started_at),
+        finished_at=aware(run.finished_at),
+        updated_at=aware(run.updated_at),
     )
 
 
@@ -256,7 +179,7 @@ def plan_run(
         return RunPlan(run, chunked(ids, chunk_size), created=True)
 
     if run.status in ACTIVE:
-        idle = _seconds(run.updated_at, now)
+        idle = seconds_between(run.updated_at, now)
         if idle is None or idle < stale_s:
             return RunPlan(run, [], created=False)
     previous = {name: getattr(run, name) for name in _SNAPSHOT}
@@ -269,7 +192,7 @@ def plan_run(
         session.flush()
         return RunPlan(run, [], created=False, previous=previous)
     if run.status in ACTIVE:  # stale: enqueue its missing samples again, keep its clock
-        idle_s = _seconds(run.updated_at, now) or 0.0
+        idle_s = seconds_between(run.updated_at, now) or 0.0
         run.message = f"re-enqueued {len(missing)} sample(s) after {idle_s:.0f} s without progress"
     else:
         run.status, run.message = "queued", f"resumed: {len(missing)} sample(s) to score"
@@ -368,232 +291,6 @@ def cancel_run(session: Session, run: Run, now: datetime | None = None) -> Run:
     run.status, run.finished_at, run.message = "cancelled", now or utcnow(), "cancelled"
     session.flush()
     return run
-
-
-def mark_running(session: Session, run_id: int, now: datetime | None = None) -> None:
-    """queued -> running (the first chunk started); no-op otherwise."""
-    now = now or utcnow()
-    session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status == "queued")
-        .values(status="running", started_at=func.coalesce(Run.started_at, now), updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def mark_failed(session: Session, run_id: int, message: str, now: datetime | None = None) -> None:
-    """An active run -> failed with `message`; a finished or cancelled run is left alone."""
-    now = now or utcnow()
-    session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.status.in_(ACTIVE))
-        .values(status="failed", message=message[:2000], finished_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def run_status(session: Session, run_id: int) -> str | None:
-    return session.scalar(select(Run.status).where(Run.id == run_id))
-
-
-# --- the work of one chunk ----------------------------------------------------------------------------
-
-
-def score_items(
-    dataset: Dataset, samples: Iterable[Sample], uses_images: bool
-) -> tuple[list[ScoreItem], list[ScoreResult]]:
-    """ScoreItems of `samples` with image paths resolved under the dataset's image root, and a ScoreResult
-    error for each sample whose image escapes the root or is missing (when the scorer reads images)."""
-    root = Path(dataset.image_root) if dataset.image_root else None
-    items: list[ScoreItem] = []
-    failed: list[ScoreResult] = []
-    for s in samples:
-        paths: list[str] = []
-        error: str | None = None
-        if uses_images:
-            for rel in s.images:
-                if root is None:
-                    error = f"image unavailable: {rel} (the dataset has no image root)"
-                    break
-                try:
-                    path = resolve_inside(root, rel)
-                except UnsafePath as exc:
-                    error = f"image refused: {exc}"
-                    break
-                if not path.is_file():
-                    error = f"image missing: {rel}"
-                    break
-                paths.append(str(path))
-        if error is not None:
-            failed.append(ScoreResult(s.id, None, error))
-        else:
-            items.append(ScoreItem(s.id, [dict(t) for t in s.conversations], paths))
-    return items, failed
-
-
-@dataclass
-class ChunkWork:
-    """A chunk ready to score: the run's scorer and the items still without a result."""
-
-    run_id: int
-    kind: str
-    params: dict[str, Any]
-    scorer_key: str
-    items: list[ScoreItem]
-    failed: list[ScoreResult]  # samples that cannot be scored (image missing or refused)
-    already_done: int = 0
-    skip_reason: str | None = None
-    sample_ids: list[int] = field(default_factory=list)
-
-
-def prepare_chunk(session: Session, run_id: int, key: str, sample_ids: Sequence[int]) -> ChunkWork:
-    """What is left to do of a chunk. ``skip_reason`` is set when nothing should be done: the run is gone,
-    belongs to another scorer (a stale message), or was cancelled or failed."""
-    run = session.get(Run, run_id)
-    if run is None:
-        return ChunkWork(run_id, "", {}, key, [], [], skip_reason=f"run {run_id} does not exist")
-    if run.scorer_key != key:
-        return ChunkWork(run_id, run.kind, {}, key, [], [], skip_reason=f"run {run_id} has another scorer key")
-    if run.status in ("cancelled", "failed"):
-        return ChunkWork(run_id, run.kind, run.params, key, [], [], skip_reason=f"run {run_id} is {run.status}")
-    ids = list(dict.fromkeys(int(i) for i in sample_ids))
-    # The BETWEEN keeps this an index range scan even when the planner's statistics still describe an
-    # empty scores table (PostgreSQL before autoanalyze): otherwise every row of the run is tested against
-    # the whole IN list, and chunks slowed from 1 s to 16 s half-way through a 665k-sample run.
-    done = set(
-        session.scalars(
-            select(Score.sample_id).where(
-                Score.run_id == run_id, Score.sample_id.between(min(ids), max(ids)), Score.sample_id.in_(ids)
-            )
-        )
-        if ids
-        else []
-    )
-    todo = [i for i in ids if i not in done]
-    samples: list[Sample] = []
-    if todo:
-        by_id = {
-            s.id: s
-            for s in session.scalars(select(Sample).where(Sample.id.in_(todo), Sample.dataset_id == run.dataset_id))
-        }
-        samples = [by_id[i] for i in todo if i in by_id]
-    dataset = session.get(Dataset, run.dataset_id)
-    if dataset is None:
-        return ChunkWork(run_id, run.kind, run.params, key, [], [], skip_reason="the dataset is gone")
-    items, failed = score_items(dataset, samples, run.kind in IMAGE_KINDS)
-    return ChunkWork(
-        run_id, run.kind, dict(run.params or {}), key, items, failed, already_done=len(done), sample_ids=ids
-    )
-
-
-@dataclass
-class UpsertReport:
-    inserted: int  # rows written now (0 for a chunk that was already written)
-    errors: int  # of which carry an error reason
-    status: str | None  # the run's status afterwards (None: the run is gone)
-
-
-def _clean(result: ScoreResult) -> dict[str, Any]:
-    metrics, error = result.metrics, result.error
-    if error is None and metrics is None:
-        error = "no result"
-    if metrics is not None:
-        bad = {k: v for k, v in metrics.items() if not isinstance(v, int | float) or not math.isfinite(v)}
-        if bad:
-            listed = ", ".join(f"{k}={v}" for k, v in sorted(bad.items()))
-            metrics, error = None, f"non-finite metric(s): {listed}"[:500]
-        else:
-            metrics = {k: float(v) for k, v in metrics.items()}
-    if error is not None:
-        metrics = None
-    return {"sample_id": int(result.sample_id), "metrics": metrics, "error": error}
-
-
-def _insert_ignoring_existing(session: Session, rows: list[dict[str, Any]]) -> list[tuple[int, str | None]]:
-    """INSERT .. ON CONFLICT (run_id, sample_id) DO NOTHING RETURNING: the rows really inserted."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = session.get_bind().dialect.name
-    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - qspace supports SQLite and PostgreSQL
-        raise RuntimeError(f"unsupported database {dialect!r}")
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    out: list[tuple[int, str | None]] = []
-    for i in range(0, len(rows), INSERT_BATCH):
-        stmt = (
-            insert(Score)
-            .values(rows[i : i + INSERT_BATCH])
-            .on_conflict_do_nothing(index_elements=["run_id", "sample_id"])
-            .returning(Score.sample_id, Score.error)
-        )
-        out.extend((int(sid), err) for sid, err in session.execute(stmt))
-    return out
-
-
-def upsert_scores(
-    session: Session,
-    run_id: int,
-    results: Iterable[ScoreResult],
-    now: datetime | None = None,
-    window_s: float = 30.0,
-) -> UpsertReport:
-    """Write results of `run_id` keyed by (run, sample) and advance the run's progress, in the caller's
-    transaction (commit it; one chunk = one transaction).
-
-    A (run, sample) already stored is left as it is, so a redelivered or repeated chunk writes nothing twice
-    and adds nothing to ``done``/``errors``. When every sample has a result the run becomes ``done`` (a
-    cancelled run stays cancelled).
-    """
-    now = now or utcnow()
-    unique: dict[int, dict[str, Any]] = {}
-    for r in results:
-        row = _clean(r)
-        unique.setdefault(row["sample_id"], {"run_id": run_id, **row})
-    rows = list(unique.values())
-    # Lock the run row first, with a write: on PostgreSQL it is a FOR NO KEY UPDATE row lock (compatible with
-    # the KEY SHARE locks that the scores' foreign key takes), so concurrent chunks of one run queue up here
-    # and never deadlock; on SQLite it takes the database write lock before anything is read, so the
-    # transaction never works from a stale snapshot. A redelivered chunk waits here until the first
-    # delivery commits, then inserts nothing.
-    locked = session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(done=Run.done, updated_at=Run.updated_at)  # a no-op write (keeps updated_at: no onupdate)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(locked, "rowcount", 1) == 0:
-        return UpsertReport(0, 0, None)
-    run = session.scalar(select(Run).where(Run.id == run_id).execution_options(populate_existing=True))
-    inserted = _insert_ignoring_existing(session, rows) if rows else []
-    n = len(inserted)
-    n_err = sum(1 for _, err in inserted if err is not None)
-    if run is None:
-        return UpsertReport(0, 0, None)
-    if n == 0 and run.status not in ACTIVE:
-        return UpsertReport(0, 0, run.status)
-    started = _aware(run.started_at) or now
-    last = _aware(run.updated_at) or started
-    run.samples_per_s = update_rate(
-        run.samples_per_s,
-        elapsed_prev=(last - started).total_seconds(),
-        gap=(now - last).total_seconds(),
-        n=n,
-        elapsed_now=(now - started).total_seconds(),
-        tau=window_s,
-    )
-    run.done += n
-    run.errors += n_err
-    if run.status == "queued":
-        run.status = "running"
-    if run.started_at is None:
-        run.started_at = started
-    run.updated_at = now
-    if run.status in ACTIVE and run.done >= run.total:
-        recount(session, run)
-        if run.done >= run.total:
-            run.status, run.finished_at = "done", now
-            run.message = f"{run.errors} sample(s) could not be scored" if run.errors else None
-    session.flush()
-    return UpsertReport(n, n_err, run.status)
 
 
 # --- errors ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
+from backend.datasets import NotFound, samples_by_id
 from backend.models import Curriculum, CurriculumStage, Dataset, Selection
 from backend.regions import AllRegion, CurriculumBuilder, RangeFilter, Region, Sample, curriculum_stages, region_mask
 from backend.regions import sample_indices as draw
@@ -161,6 +162,36 @@ def resolve_selection(session: Session, store: SpaceStore, ds: int, req: Selecti
     )
 
 
+def preview_selection(session: Session, store: SpaceStore, ds: int, req: PreviewRequest) -> dict[str, Any]:
+    """Count, task-type shares, value statistics and the first page of a recipe's samples, saving nothing."""
+    res = resolve_selection(session, store, ds, req)
+    first = [int(i) for i in res.ids[req.offset : req.offset + req.limit]]
+    items = samples_by_id(session, first)
+    stats: dict[str, Any] = {}
+    if res.x is not None and res.y is not None and len(res.ids):
+        stats = {name: _value_stats(v) for name, v in (("x", res.x), ("y", res.y))}
+    return {
+        "count": len(res.ids),
+        "population": res.population,
+        "by_task_type": res.by_task_type(),
+        "stats": stats,
+        "items": [i.model_dump(by_alias=True) for i in items],
+        "total": len(res.ids),
+    }
+
+
+def _value_stats(v: npt.NDArray[np.float64]) -> dict[str, float]:
+    q25, median, q75 = (float(q) for q in np.quantile(v, (0.25, 0.5, 0.75)))
+    return {
+        "mean": float(v.mean()),
+        "median": median,
+        "q25": q25,
+        "q75": q75,
+        "min": float(v.min()),
+        "max": float(v.max()),
+    }
+
+
 def ids_to_bytes(ids: IdArray) -> bytes:
     return np.asarray(ids, dtype="<i4").tobytes()
 
@@ -243,8 +274,6 @@ def _stage_names(n: int) -> list[str]:
 
 
 def plan_from_selections(session: Session, ds: int, selection_ids: list[int]) -> list[PlannedStage]:
-    from backend.datasets import NotFound
-
     out = []
     for k, sid in enumerate(selection_ids):
         sel = session.get(Selection, sid)

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     chunk_size: int = 256
     worker_concurrency: int = 1
 
-    # --- scoring queue (backend/queue.py, backend/runs.py, workers/) ---
+    # --- scoring queue (backend/queue/, backend/runs.py, workers/) ---
     visibility_timeout_s: int = Field(
         default=300,
         ge=5,
@@ -64,7 +64,19 @@ class Settings(BaseSettings):
     )
     chunk_max_retries: int = Field(default=8, ge=0, description="retries of a chunk after database/broker errors")
 
-    @field_validator("image_roots", "data_roots", mode="before")
+    # --- experiments (backend/experiments.py, backend/queue/jobs.py, workers/experiment_tasks.py) ---
+    eval_suites: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="eval suite files (JSONL) or folders of them, besides data_dir/eval_suites/",
+    )
+    job_lease_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="a running training job whose worker sent no heartbeat for this long is taken over by the "
+        "next delivery (its worker died); workers beat every few seconds",
+    )
+
+    @field_validator("image_roots", "data_roots", "eval_suites", mode="before")
     @classmethod
     def _paths(cls, value: Any) -> Any:
         return _split_paths(value)

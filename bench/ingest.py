@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ingest.py [--file /tmp/llava665k.json] [--n 665000] [--db sqlite,postgresql]
 
-Generates the file with backend.synthetic when it is missing, then ingests it once per backend, each in a
+Generates the file with qspace.synthetic when it is missing, then ingests it once per backend, each in a
 fresh child process so that its peak RSS (ru_maxrss) is the ingest's own. Targets (issue 2, 2 cores):
 SQLite <= 60 s, PostgreSQL <= 90 s, peak memory <= 4 GB.
 """
@@ -48,7 +48,7 @@ def main() -> None:
         child(*args.child)
         return
     if not args.file.exists():
-        from backend.synthetic import make_llava665k_like
+        from qspace.synthetic import make_llava665k_like
 
         t = time.perf_counter()
         make_llava665k_like(args.file, n=args.n)

@@ -103,7 +103,7 @@ def main() -> None:
     env = {**os.environ, "QSPACE_DATA_DIR": str(tmp / "data"), "QSPACE_DATABASE_URL": url}
     with (tmp / "server.log").open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--no-worker", "--no-ui"],
+            [sys.executable, "-m", "qspace", "serve", "--port", str(port), "--no-worker", "--no-ui"],
             env=env,
             cwd=ROOT,
             stdout=log,

@@ -13,7 +13,7 @@ import platform
 import resource
 from pathlib import Path
 
-from backend.synthetic import make_llava665k_like
+from qspace.synthetic import make_llava665k_like
 
 
 def main() -> None:

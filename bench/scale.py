@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=2048)
     args = p.parse_args()
     if not args.file.exists():
-        from backend.synthetic import make_llava665k_like
+        from qspace.synthetic import make_llava665k_like
 
         make_llava665k_like(args.file)
     watch = MemoryWatch()
@@ -108,7 +108,7 @@ def main() -> None:
         with (tmp / "api.log").open("wb") as log:
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "backend.cli", "serve", "--port", "8777", "--no-worker", "--no-ui"],
+                    [sys.executable, "-m", "qspace", "serve", "--port", "8777", "--no-worker", "--no-ui"],
                     env=env,
                     cwd=ROOT,
                     stdout=log,
@@ -121,7 +121,7 @@ def main() -> None:
                     [
                         sys.executable,
                         "-m",
-                        "backend.cli",
+                        "qspace",
                         "worker",
                         "--queues",
                         "gpu",

@@ -78,7 +78,7 @@ def serve(root: Path, port: int) -> None:
     """Child process: API + UI, as `qspace serve --no-worker` would run them."""
     import uvicorn
 
-    from backend.server import build_app
+    from qspace.server import build_app
 
     app = build_app(_settings(root, port))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -3,20 +3,31 @@
 The Dash server calls the API over HTTP like any other client (in `qspace serve` that is the same
 process, over loopback). Nothing here touches the database. Every failure becomes an `ApiError` whose
 message is a sentence a person can read: the API's `detail`, or what went wrong on the wire.
+
+The typed shapes of its answers (and `ApiError`) live in `frontend.api_shapes`; they are imported here too,
+so `from frontend.api_client import Dataset, ApiError` keeps working.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 from urllib.parse import quote
 
 import httpx
-import numpy as np
-import numpy.typing as npt
-import pyarrow as pa
+
+from frontend.api_shapes import (
+    ApiError,
+    Axis,
+    Dataset,
+    Points,
+    Run,
+    Sample,
+    Selection,
+    SelectionPreview,
+    decode_points,
+)
 
 __all__ = [
     "ApiClient",
@@ -29,107 +40,6 @@ __all__ = [
     "Selection",
     "SelectionPreview",
 ]
-
-
-class Dataset(TypedDict, total=False):
-    id: int
-    name: str
-    n_samples: int
-    task_types: dict[str, int]
-    task_type_prompts: dict[str, str]
-    image_root: str | None
-    sources: list[str]
-    created_at: str
-
-
-class Sample(TypedDict, total=False):
-    id: int
-    dataset_id: int
-    external_id: str
-    image: str | list[str] | None
-    conversations: list[dict[str, str]]
-    task_type: str
-    n_turns: int
-    metadata: dict[str, Any]
-    scores: dict[str, dict[str, Any]]
-
-
-class Run(TypedDict, total=False):
-    id: int
-    dataset_id: int
-    kind: str
-    params: dict[str, Any]
-    scorer_key: str
-    status: str
-    total: int
-    done: int
-    errors: int
-    samples_per_s: float | None
-    eta_s: float | None
-    message: str | None
-
-
-class Axis(TypedDict, total=False):
-    axis: str
-    run_id: int
-    kind: str
-    metric: str
-    label: str
-
-
-class Selection(TypedDict, total=False):
-    id: int
-    dataset_id: int
-    name: str | None
-    count: int
-    recipe: dict[str, Any]
-    by_task_type: dict[str, int]
-
-
-class SelectionPreview(TypedDict, total=False):
-    count: int
-    by_task_type: dict[str, int]
-    items: list[Sample]
-    total: int
-    summary: dict[str, Any]
-    stats: dict[str, Any]
-    population: int
-
-
-class ApiError(Exception):
-    """A failed API call, with a message meant for the person using the UI."""
-
-    def __init__(self, message: str, status: int | None = None, detail: Any = None, body: Any = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.detail = detail
-        self.body = body  # the whole JSON error body (e.g. ingest's "problems" list)
-
-    def __str__(self) -> str:
-        return self.message
-
-
-@dataclass
-class Points:
-    """Every point of a (dataset, x, y[, color]) plane, as numpy arrays (the Arrow payload, decoded)."""
-
-    ids: npt.NDArray[np.int32]
-    x: npt.NDArray[np.float32]
-    y: npt.NDArray[np.float32]
-    task_type: npt.NDArray[np.int8]
-    task_types: list[str]
-    color: npt.NDArray[Any] | None = None
-    color_categories: list[str] | None = None  # set when `color` holds category codes
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @property
-    def nbytes(self) -> int:
-        n = self.ids.nbytes + self.x.nbytes + self.y.nbytes + self.task_type.nbytes
-        return n + (self.color.nbytes if self.color is not None else 0)
 
 
 def _detail_text(detail: Any) -> str:
@@ -145,44 +55,6 @@ def _detail_text(detail: Any) -> str:
                 parts.append(str(e))
         return "; ".join(parts)
     return json.dumps(detail)[:500]
-
-
-def decode_points(payload: bytes) -> Points:
-    """Points from the `/space?format=arrow` body (an Arrow IPC stream)."""
-    try:
-        reader = pa.ipc.open_stream(payload)
-        table = reader.read_all()
-    except pa.ArrowInvalid as exc:
-        raise ApiError(f"the server sent points that are not an Arrow stream ({exc})") from None
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-
-    def col(name: str, dtype: str) -> npt.NDArray[Any]:
-        return np.ascontiguousarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
-
-    for name in ("id", "x", "y"):
-        if name not in table.column_names:
-            raise ApiError(f"the server's points lack the column {name!r}")
-    task_types = json.loads(meta["task_types"]) if "task_types" in meta else []
-    tt = col("task_type", "int8") if "task_type" in table.column_names else np.zeros(table.num_rows, np.int8)
-    color = None
-    categories = None
-    if "color" in table.column_names:
-        raw = table.column("color").to_numpy(zero_copy_only=False)
-        if "categories" in meta:
-            categories = [str(c) for c in json.loads(meta["categories"])]
-            color = np.ascontiguousarray(raw, dtype=np.int16)
-        else:
-            color = np.ascontiguousarray(raw, dtype=np.float32)
-    return Points(
-        ids=col("id", "int32"),
-        x=col("x", "float32"),
-        y=col("y", "float32"),
-        task_type=tt,
-        task_types=[str(t) for t in task_types],
-        color=color,
-        color_categories=categories,
-        meta=meta,
-    )
 
 
 class ApiClient:

@@ -11,10 +11,12 @@ import dash
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
 from frontend import ids
-from frontend.api_client import ApiClient, ApiError, Dataset
+from frontend.api_client import ApiClient
+from frontend.api_shapes import ApiError, Dataset
+from frontend.callbacks import named_callback
 from frontend.components import alert
 from frontend.context import UiContext
-from frontend.errors import describe
+from frontend.errors import Outputs, describe
 from frontend.pages import curriculum, datasets, explore
 
 ASSETS = Path(__file__).parent / "assets"
@@ -157,20 +159,25 @@ def _choose(datasets_: list[Dataset], wanted: int | None, remembered: int | None
 
 
 def _register_shell(app: Dash, ctx: UiContext) -> None:
-    @app.callback(
-        Output(ids.PAGE, "children"),
-        Output(ids.NAV, "children"),
-        Output(ids.DATASET, "options"),
-        Output(ids.DATASET, "value"),
-        Output(ids.URL, "search"),
-        Output(ids.DATASET_STORE, "data"),
-        Output(ids.SHELL_ALERT, "children"),
-        Input(ids.URL, "pathname"),
-        Input(ids.URL, "search"),
-        Input(ids.DATASET, "value"),
-        State(ids.DATASET_STORE, "data"),
+    @named_callback(
+        app,
+        output={
+            "page": Output(ids.PAGE, "children"),
+            "nav": Output(ids.NAV, "children"),
+            "ds_options": Output(ids.DATASET, "options"),
+            "ds_value": Output(ids.DATASET, "value"),
+            "search": Output(ids.URL, "search"),
+            "ds_store": Output(ids.DATASET_STORE, "data"),
+            "alert": Output(ids.SHELL_ALERT, "children"),
+        },
+        inputs={
+            "pathname": Input(ids.URL, "pathname"),
+            "search": Input(ids.URL, "search"),
+            "picked": Input(ids.DATASET, "value"),
+        },
+        state={"remembered": State(ids.DATASET_STORE, "data")},
     )
-    def route(pathname: str | None, search: str | None, picked: int | None, remembered: Any) -> tuple[Any, ...]:
+    def route(pathname: str | None, search: str | None, picked: int | None, remembered: Any) -> Outputs:
         trigger = dash.callback_context.triggered_id
         path = (pathname or "/").rstrip("/") or "/"
         if path == "/":
@@ -185,7 +192,7 @@ def _register_shell(app: Dash, ctx: UiContext) -> None:
                 ],
                 className="page-error",
             )
-            return error_page, _nav(path, None), [], None, no_update, no_update, None
+            return {"page": error_page, "nav": _nav(path, None), "ds_options": [], "ds_value": None, "alert": None}
         wanted = picked if trigger == ids.DATASET else _ds_from_search(search)
         remembered_id = remembered.get("id") if isinstance(remembered, dict) else None
         ds = _choose(all_ds, wanted, remembered_id)
@@ -207,12 +214,12 @@ def _register_shell(app: Dash, ctx: UiContext) -> None:
                 page = module.layout(ctx, ds, all_ds)
             except Exception as exc:
                 page = html.Div([alert(describe(exc))], className="page-error")
-        return (
-            page,
-            _nav(path, ds),
-            options,
-            ds,
-            new_search if new_search != (search or "") else no_update,
-            {"id": ds},
-            None,
-        )
+        return {
+            "page": page,
+            "nav": _nav(path, ds),
+            "ds_options": options,
+            "ds_value": ds,
+            "search": new_search if new_search != (search or "") else no_update,
+            "ds_store": {"id": ds},
+            "alert": None,
+        }

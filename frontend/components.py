@@ -9,8 +9,9 @@ from typing import Any
 from dash import dcc, html
 
 from frontend import ids
-from frontend.api_client import ApiClient, Sample
-from frontend.figures import category_colors
+from frontend.api_client import ApiClient
+from frontend.api_shapes import Sample
+from frontend.figures.style import category_colors
 
 EXPORT_FORMATS = (
     ("llava", "LLaVA JSON"),
@@ -49,6 +50,19 @@ def card(title: str | None, *children: Any, class_name: str = "", id: str | None
     if id is not None:
         kw["id"] = id
     return html.Div([*head, *children], **kw)
+
+
+def empty_state(title: str, text: str, link: str, link_text: str) -> html.Div:
+    """What a page shows instead of itself when there is nothing to show yet, with the way forward."""
+    return html.Div(
+        [html.H2(title), html.P(text), dcc.Link(link_text, href=link, className="btn btn-primary")],
+        className="empty-state",
+    )
+
+
+def data_attr(name: str, value: Any) -> dict[str, Any]:
+    """A data-* attribute for a component (tests read counts from them)."""
+    return {f"data-{name}": str(value)}
 
 
 def fmt_num(v: Any, digits: int = 4) -> str:

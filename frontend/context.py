@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from frontend.api_client import ApiClient, Points
+from frontend.api_client import ApiClient
+from frontend.api_shapes import Points
 
 
 class PointsCache:

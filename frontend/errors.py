@@ -5,16 +5,17 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
-from dash import no_update
 from dash.exceptions import PreventUpdate
 
-from frontend.api_client import ApiError
+from frontend.api_shapes import ApiError
 from frontend.components import alert
 
 log = logging.getLogger("qspace.ui")
+
+Outputs = dict[str, Any]  # what a callback returns: a value per output name
 
 
 def describe(exc: BaseException) -> str:
@@ -23,27 +24,24 @@ def describe(exc: BaseException) -> str:
     return f"Something went wrong in the UI ({exc.__class__.__name__}: {exc}). The details are in the server log."
 
 
-def guarded(n_outputs: int, alert_at: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Wrap a callback with `n_outputs` outputs: on an exception every output stays as it was, except
-    the one at `alert_at`, which shows the error in words (and is cleared on success by the callback)."""
+def guarded(outputs: Collection[str], alert_output: str) -> Callable[[Callable[..., Outputs]], Callable[..., Outputs]]:
+    """Wrap a callback with named `outputs`: on an exception it answers only `alert_output`, the error in
+    words (every other output stays as it was); the callback clears that output itself on success."""
+    if alert_output not in outputs:
+        raise ValueError(f"the alert output {alert_output!r} is not one of the callback's outputs {sorted(outputs)}")
 
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def deco(fn: Callable[..., Outputs]) -> Callable[..., Outputs]:
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def wrapper(**kwargs: Any) -> Outputs:
             t0 = time.perf_counter()
             try:
-                return fn(*args, **kwargs)
+                return fn(**kwargs)
             except PreventUpdate:
                 raise
             except Exception as exc:
                 if not isinstance(exc, ApiError):
                     log.exception("UI callback %s failed", fn.__name__)
-                message = alert(describe(exc))
-                if n_outputs == 1:
-                    return message
-                out: list[Any] = [no_update] * n_outputs
-                out[alert_at] = message
-                return tuple(out)
+                return {alert_output: alert(describe(exc))}
             finally:
                 log.debug("callback %s took %.0f ms", fn.__name__, 1000 * (time.perf_counter() - t0))
 

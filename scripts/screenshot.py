@@ -46,7 +46,7 @@ def start_demo(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[st
     env = dict(os.environ)
     if args.data_dir:
         env["QSPACE_DATA_DIR"] = str(Path(args.data_dir).resolve())
-    cmd = [sys.executable, "-m", "backend.cli", "demo", "--size", str(args.size), "--seed", str(args.seed)]
+    cmd = [sys.executable, "-m", "qspace", "demo", "--size", str(args.size), "--seed", str(args.seed)]
     cmd += ["--port", str(port), "--no-open", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, bufsize=1)
     found: list[str] = []

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.ingest import IngestOptions, ingest
 from backend.models import Run, Score
 from backend.settings import Settings
-from workers.embedded import child_environment
+from qspace.worker import child_environment
 
 REPO = Path(__file__).resolve().parent.parent
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]

@@ -13,7 +13,7 @@ SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 
 def qspace(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
+        [sys.executable, "-m", "qspace", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

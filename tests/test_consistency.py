@@ -77,7 +77,7 @@ def _serve(db_url: str, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], 
         port = sock.getsockname()[1]
     with (tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--no-worker", "--no-ui"],
+            [sys.executable, "-m", "qspace", "serve", "--port", str(port), "--no-worker", "--no-ui"],
             env={"QSPACE_DATA_DIR": str(tmp / name), "QSPACE_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import func, select
 
 from backend.db import make_engine, make_session_factory
-from backend.demo import DemoResult, auc, dataset_name, quality_figures, run_demo
 from backend.models import Dataset, Run, Sample, Score
 from backend.settings import Settings
+from qspace.demo import DemoResult, auc, dataset_name, quality_figures, run_demo
 
 SIZE = 1000
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +144,7 @@ def test_demo_again_starts_at_once(demo: tuple[Settings, DemoResult, list[str]])
     env = _cli_env(settings)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "backend.cli", "demo", "--size", str(SIZE), "--no-serve", "--no-open", "--no-progress"],
+        [sys.executable, "-m", "qspace", "demo", "--size", str(SIZE), "--no-serve", "--no-open", "--no-progress"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -169,7 +169,7 @@ def test_demo_serves_the_scored_plane_and_stops_on_ctrl_c(demo: tuple[Settings, 
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = _cli_env(settings)
-    cmd = [sys.executable, "-m", "backend.cli", "demo", "--size", str(SIZE), "--no-open", "--no-progress"]
+    cmd = [sys.executable, "-m", "qspace", "demo", "--size", str(SIZE), "--no-open", "--no-progress"]
     proc = subprocess.Popen(
         [*cmd, "--port", str(port)], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True, bufsize=1
     )

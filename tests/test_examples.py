@@ -30,7 +30,7 @@ def test_paper_curriculum_script_against_live_server(
     env = {"QSPACE_DATA_DIR": str(tmp_path / "data"), "QSPACE_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"}
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli", "serve", "--port", str(port), "--no-worker", "--no-ui"],
+        [sys.executable, "-m", "qspace", "serve", "--port", str(port), "--no-worker", "--no-ui"],
         env=env,
         cwd=ROOT,
         stdout=log,

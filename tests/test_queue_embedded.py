@@ -25,6 +25,7 @@ from backend.db import make_engine, make_session_factory
 from backend.migrate import upgrade
 from backend.models import Run
 from backend.settings import Settings
+from qspace.worker import EmbeddedWorker, child_environment, start_embedded_worker
 from tests.queue_helpers import (
     REPO,
     ingest_dataset,
@@ -35,7 +36,6 @@ from tests.queue_helpers import (
     wait_run,
     write_dataset,
 )
-from workers.embedded import EmbeddedWorker, child_environment, start_embedded_worker
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +78,7 @@ def embedded(esettings: Settings, tmp_path: Path) -> Iterator[list[EmbeddedWorke
 
 def qspace(args: list[str], settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
+        [sys.executable, "-m", "qspace", *args],
         env=child_environment(settings),
         cwd=REPO,
         capture_output=True,

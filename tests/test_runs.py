@@ -15,20 +15,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.datasets import get_dataset
 from backend.models import Dataset, Run, Sample, Score
 from backend.queue import QueueUnavailable
+from backend.queue.chunks import mark_running, prepare_chunk, score_items, upsert_scores
+from backend.queue.progress import progress, update_rate
 from backend.runs import (
     RunConflict,
     cancel_run,
     chunked,
-    mark_running,
     missing_sample_ids,
     plan_run,
-    prepare_chunk,
-    progress,
     run_errors,
-    score_items,
     submit_run,
-    update_rate,
-    upsert_scores,
 )
 from backend.scorer_specs import ScoreResult
 from tests.queue_helpers import ingest_dataset, write_dataset

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.app import create_app
 from backend.queue import QueueUnavailable
-from backend.runs import upsert_scores
+from backend.queue.chunks import upsert_scores
 from backend.scorer_specs import ScoreResult
 from backend.settings import Settings
 from tests.queue_helpers import ingest_dataset, write_dataset

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from PIL import Image
 
-from backend import synthetic as S
+from qspace import synthetic as S
 
 N = 600
 SEED = 3

@@ -1,10 +1,10 @@
 """Thin Celery tasks: sample ids in, fetch, score with a pure scorer, upsert, advance progress.
 
 A chunk is idempotent: it skips samples that already have a result, and its results are written by
-:func:`backend.runs.upsert_scores` keyed by (run, sample), so a redelivered chunk (its worker died before the
-late acknowledgement) writes nothing twice. Database errors (a dropped connection, a restarting server) are
-retried in place, then by re-sending the task; anything else fails the run with its message. Models are
-loaded once per worker process (the scorer registry's cache, plus one scorer object per scorer here).
+:func:`backend.queue.chunks.upsert_scores` keyed by (run, sample), so a redelivered chunk (its worker died
+before the late acknowledgement) writes nothing twice. Database errors (a dropped connection, a restarting
+server) are retried in place, then by re-sending the task; anything else fails the run with its message.
+Models are loaded once per worker process (the scorer registry's cache, plus one scorer object per scorer here).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import make_engine, make_session_factory, session_scope
 from backend.queue import PING_TASK, SCORE_CHUNK_TASK
-from backend.runs import mark_failed, mark_running, prepare_chunk, run_status, upsert_scores
+from backend.queue.chunks import mark_failed, mark_running, prepare_chunk, run_status, upsert_scores
 from backend.scorer_specs import ScoreResult
 from backend.settings import Settings, get_settings
 from workers.celery_app import app

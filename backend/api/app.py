@@ -19,7 +19,7 @@ from backend.ingest import IngestError
 from backend.schemas import ERROR_RESPONSES
 from backend.selections import SelectionError
 from backend.settings import Settings, get_settings
-from backend.space import AxisError, SpaceStore
+from backend.space import AxisError, SpaceStore, UnknownTaskType
 
 
 class BodySizeLimit:
@@ -103,6 +103,10 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @app.exception_handler(AxisError)
     async def _axis(_: Request, exc: AxisError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(UnknownTaskType)
+    async def _task_type(_: Request, exc: UnknownTaskType) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(SelectionError)

@@ -18,8 +18,8 @@ import uvicorn
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import make_engine, make_session_factory
-from backend.server import build_app
 from backend.settings import Settings
+from qspace.server import build_app
 from tests.browser.seeding import Seeded, add_runs, seed_svit
 
 CHROMIUM = os.environ.get("QSPACE_CHROMIUM", "/usr/bin/chromium")

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.ingest import IngestOptions, ingest
 from backend.models import Dataset, Run, Sample, Score
-from backend.synthetic import TASK_TYPE_PROMPTS, TASK_TYPES, make_svit_like
 from backend.task_types import load_prompts
+from qspace.synthetic import TASK_TYPE_PROMPTS, TASK_TYPES, make_svit_like
 
 LOSS_BASE = {"detail_description": 3.2, "complex_reasoning": 2.6, "conversation": 2.1, "referring_qa": 0.9}
 
@@ -116,7 +116,7 @@ def add_runs(factory: sessionmaker[Session], dataset_id: int, seed: int = 0, err
 def seed_svit(
     factory: sessionmaker[Session], root: Path, n: int = 400, seed: int = 0, name: str = "svit-mini"
 ) -> Seeded:
-    """An SVIT-like dataset with real images (backend.synthetic), ingested, then scored directly."""
+    """An SVIT-like dataset with real images (qspace.synthetic), ingested, then scored directly."""
     data = make_svit_like(root / "svit", n=n, seed=seed, image_size=96)
     files = [data / f"{t}.json" for t in TASK_TYPES]
     prompts = load_prompts(data / "task_type_prompts.json")

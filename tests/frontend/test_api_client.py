@@ -11,7 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from frontend.api_client import ApiClient, ApiError, decode_points
+from frontend.api_client import ApiClient, ApiError
+from frontend.api_shapes import decode_points
 
 
 def client(handler: Any, token: str | None = None) -> ApiClient:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from frontend import figures as F
+from frontend.figures import density
 
 
 def cloud(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -34,7 +35,7 @@ def test_water_level_is_exact() -> None:
     rng = np.random.default_rng(1)
     counts = rng.integers(0, 500, 400)
     for budget in (10, 1000, int(counts.sum()) - 1):
-        c = F._water_level(counts, budget)
+        c = density.water_level(counts, budget)
         assert math.isclose(np.minimum(counts, c).sum(), budget, rel_tol=1e-9)
 
 

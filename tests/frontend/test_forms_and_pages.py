@@ -13,7 +13,7 @@ from backend.scorer_specs import list_specs
 from frontend.api_client import ApiError, Points
 from frontend.context import PointsCache, mask_for
 from frontend.forms import form_fields, params_from_form
-from frontend.pages import curriculum, explore
+from frontend.pages import axes, curriculum, explore
 
 
 def spec(kind: str) -> dict[str, Any]:
@@ -62,28 +62,28 @@ AXES = [
 
 
 def test_axis_choices_and_defaults() -> None:
-    options, labels, shortcut = explore.axis_choices(AXES)  # type: ignore[arg-type]
+    options, labels, shortcut = axes.axis_choices(AXES)  # type: ignore[arg-type]
     assert [o["value"] for o in options] == ["1:similarity", "2:loss_sum", "2:tokens"]  # unfinished run left out
     assert shortcut == {"clip": "1:similarity", "loss": "2:loss_sum"}
     assert labels["2:tokens"] == "mllm_loss tokens (run 2)"
-    assert explore.default_axes(options, shortcut) == ("2:loss_sum", "1:similarity")
+    assert axes.default_axes(options, shortcut) == ("2:loss_sum", "1:similarity")
     # No CLIP run: the first other axes fill in.
-    opts, _, sc = explore.axis_choices(AXES[1:3])  # type: ignore[arg-type]
-    assert explore.default_axes(opts, sc) == ("2:loss_sum", "2:tokens")
+    opts, _, sc = axes.axis_choices(AXES[1:3])  # type: ignore[arg-type]
+    assert axes.default_axes(opts, sc) == ("2:loss_sum", "2:tokens")
     # An API that lists its shortcuts too.
     with_short = [*AXES, {"axis": "clip", "run_id": 1, "metric": "similarity", "label": "clip"}]
-    assert explore.axis_choices(with_short)[2]["clip"] == "1:similarity"  # type: ignore[arg-type]
+    assert axes.axis_choices(with_short)[2]["clip"] == "1:similarity"  # type: ignore[arg-type]
 
 
 def test_selection_body() -> None:
     setup = {"task_types": ["a", "b"], "meta_fields": {"defect": ["none", "swapped", True]}}
     region = {"region": {"type": "polygon", "points": [[0, 0], [1, 0], [1, 1]]}, "label": "Lasso"}
-    body = explore._body(setup, "2:loss_sum", "1:similarity", region, ["a", "b"], "task_type", None)
+    body = explore.selection_body(setup, "2:loss_sum", "1:similarity", region, ["a", "b"], "task_type", None)
     assert body == {"x": "2:loss_sum", "y": "1:similarity", "region": region["region"]}
-    body = explore._body(setup, "x", "y", None, ["b"], "meta:defect", ["swapped", "True"])
+    body = explore.selection_body(setup, "x", "y", None, ["b"], "meta:defect", ["swapped", "True"])
     assert body["region"] == {"type": "all"} and body["task_types"] == ["b"]
     assert body["metadata"] == {"defect": ["swapped", True]}  # the server's own values, not their strings
-    body = explore._body(setup, "x", "y", None, ["a", "b"], "meta:defect", ["none", "swapped", "True"])
+    body = explore.selection_body(setup, "x", "y", None, ["a", "b"], "meta:defect", ["none", "swapped", "True"])
     assert "metadata" not in body  # every value kept: no filter
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from backend.server import build_app
 from backend.settings import Settings
 from frontend.mount import _loopback_url, api_base_url
+from qspace.server import build_app
 
 
 def test_loopback_url_of_the_serving_socket() -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import tempfile
 from typing import Annotated, Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
@@ -11,7 +10,7 @@ from starlette.background import BackgroundTask
 from backend import datasets as store
 from backend import exports
 from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
-from backend.models import Sample, Selection
+from backend.models import Selection
 from backend.schemas import MAX_PAGE, Page, SampleOut, SelectionOut
 from backend.selections import (
     PreviewRequest,
@@ -21,6 +20,7 @@ from backend.selections import (
     resolve_selection,
     save_selection,
 )
+from backend.selections import preview_selection as preview
 
 router = APIRouter(tags=["selections"])
 
@@ -62,33 +62,7 @@ def create_selection(ds: Id, body: SelectionRequest, session: SessionDep, space_
 def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
     """Count, task-type shares and the first page of a recipe, without saving it (the lasso's round trip)."""
     store.get_dataset(session, ds)
-    res = resolve_selection(session, space_store, ds, body)
-    first = [int(i) for i in res.ids[body.offset : body.offset + body.limit]]
-    rows = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(first))} if first else {}
-    items = store.samples_out(session, [rows[i] for i in first if i in rows])
-    stats: dict[str, Any] = {}
-    if res.x is not None and res.y is not None and len(res.ids):
-        stats = {name: _stats(v) for name, v in (("x", res.x), ("y", res.y))}
-    return {
-        "count": len(res.ids),
-        "population": res.population,
-        "by_task_type": res.by_task_type(),
-        "stats": stats,
-        "items": [i.model_dump(by_alias=True) for i in items],
-        "total": len(res.ids),
-    }
-
-
-def _stats(v: np.ndarray) -> dict[str, float]:
-    q25, median, q75 = (float(q) for q in np.quantile(v, (0.25, 0.5, 0.75)))
-    return {
-        "mean": float(v.mean()),
-        "median": median,
-        "q25": q25,
-        "q75": q75,
-        "min": float(v.min()),
-        "max": float(v.max()),
-    }
+    return preview(session, space_store, ds, body)
 
 
 @router.get("/datasets/{ds}/selections", response_model=list[SelectionOut])
@@ -115,9 +89,7 @@ def selection_samples(
 ) -> Page[SampleOut]:
     row = get_selection_row(session, sel)
     ids = [int(i) for i in ids_from_bytes(row.sample_ids)[offset : offset + limit]]
-    found = {s.id: s for s in session.query(Sample).filter(Sample.id.in_(ids))} if ids else {}
-    items = store.samples_out(session, [found[i] for i in ids if i in found])
-    return Page(items=items, total=row.count, offset=offset, limit=limit)
+    return Page(items=store.samples_by_id(session, ids), total=row.count, offset=offset, limit=limit)
 
 
 @router.get(

@@ -1,0 +1,282 @@
+"""Score, dataset and metadata columns, loaded once and cached per process (the space store).
+
+Columns are cached in memory keyed by a *stamp* of the runs they come from (status, progress, score
+count), read from the store on every request, so a cache entry dies the moment a worker (in any
+process) writes scores for that run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from backend.datasets import NotFound
+from backend.models import Dataset, Run, Score
+from backend.space.axes import Axis, AxisError
+
+MAX_TASK_TYPES = 127  # int8 codes; the 128th and later share the last code
+METADATA_SCAN_ROWS = 2000  # samples read to find a dataset's metadata fields
+
+T = TypeVar("T")
+IdArray = npt.NDArray[np.int32]
+FloatArray = npt.NDArray[np.float64]
+
+
+class LRU:
+    """A small thread-safe LRU of computed values."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[Hashable, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+        value = make()  # outside the lock: loading 1M rows must not block other keys
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+        return value
+
+    def drop(self, match: Callable[[Hashable], bool]) -> int:
+        with self._lock:
+            doomed = [k for k in self._data if match(k)]
+            for k in doomed:
+                del self._data[k]
+            return len(doomed)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@dataclass(frozen=True)
+class DatasetColumns:
+    ids: IdArray  # sorted sample ids
+    task_codes: npt.NDArray[np.int8]
+    task_types: list[str]
+
+
+@dataclass(frozen=True)
+class Column:
+    ids: IdArray  # sorted sample ids that have a finite value
+    values: FloatArray
+
+
+@dataclass(frozen=True)
+class Space:
+    ids: IdArray
+    x: FloatArray
+    y: FloatArray
+    task_codes: npt.NDArray[np.int8]
+    task_types: list[str]
+    key: tuple[Any, ...] = ()  # the cache key: stamps of the dataset and both runs
+
+
+class SpaceStore:
+    """Loads and caches dataset, metric and metadata columns for one process."""
+
+    def __init__(self, engine: Engine, size: int = 64) -> None:
+        self.engine = engine
+        self.cache = LRU(size)
+
+    # -- stamps --------------------------------------------------------------------------------
+    def dataset_stamp(self, session: Session, dataset_id: int) -> tuple[Any, ...]:
+        """What identifies the dataset's current content (404 if it is gone)."""
+        return self._dataset_stamp(session, dataset_id)
+
+    def _dataset_stamp(self, session: Session, dataset_id: int) -> tuple[Any, ...]:
+        ds = session.get(Dataset, dataset_id)
+        if ds is None:
+            raise NotFound(f"dataset {dataset_id} not found")
+        return (dataset_id, ds.n_samples, str(ds.created_at))
+
+    def _run_stamp(self, session: Session, run_id: int) -> tuple[Any, ...]:
+        # Writers of scores (the runs service) bump the run's progress and updated_at in the same
+        # transaction, so these fields change whenever the run's scores do.
+        row = session.execute(
+            select(Run.status, Run.done, Run.errors, Run.updated_at).where(Run.id == run_id)
+        ).one_or_none()
+        if row is None:
+            raise AxisError(f"run {run_id} no longer exists")
+        return (run_id, row[0], row[1], row[2], str(row[3]))
+
+    # -- columns -------------------------------------------------------------------------------
+    def dataset_columns(self, session: Session, dataset_id: int) -> DatasetColumns:
+        stamp = self._dataset_stamp(session, dataset_id)
+        return self.cache.get_or_make(("ds", stamp), lambda: self._load_dataset(session, dataset_id))
+
+    def _load_dataset(self, session: Session, dataset_id: int) -> DatasetColumns:
+        rows = raw_rows(session, "SELECT id, task_type FROM samples WHERE dataset_id = {p} ORDER BY id", (dataset_id,))
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows))
+        types = [r[1] for r in rows]
+        names = sorted(set(types))
+        if len(names) > MAX_TASK_TYPES:
+            names = [*names[: MAX_TASK_TYPES - 1], "other"]
+        code = {n: i for i, n in enumerate(names)}
+        last = len(names) - 1
+        codes = np.fromiter((code.get(t, last) for t in types), dtype=np.int8, count=len(rows))
+        return DatasetColumns(ids, codes, names)
+
+    def column(self, session: Session, axis: Axis, stamp: tuple[Any, ...] | None = None) -> Column:
+        stamp = stamp or self._run_stamp(session, axis.run_id)
+        return self.cache.get_or_make(("col", stamp, axis.metric), lambda: self._load_column(session, axis))
+
+    def _load_column(self, session: Session, axis: Axis) -> Column:
+        # Missing values come back as +inf (SQLite reads 1e999 as inf), so one float array holds all rows.
+        if is_postgres(session):
+            expr = "COALESCE((metrics ->> %s)::float8, 'Infinity'::float8)"
+        else:
+            expr = "COALESCE(json_extract(metrics, '$.' || ?), 1e999)"
+        rows = raw_rows(
+            session,
+            f"SELECT sample_id, {expr} FROM scores WHERE run_id = {{p}} AND error IS NULL ORDER BY sample_id",
+            (_json_key(axis.metric), axis.run_id),
+        )
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
+        ok = np.isfinite(arr[:, 1])
+        return Column(arr[ok, 0].astype(np.int32), arr[ok, 1].copy())
+
+    def run_errors(self, session: Session, run_id: int) -> tuple[IdArray, list[str]]:
+        """(sorted sample ids, reason) of the run's errored samples."""
+        stamp = self._run_stamp(session, run_id)
+
+        def load() -> tuple[IdArray, list[str]]:
+            rows = raw_rows(
+                session,
+                "SELECT sample_id, error FROM scores WHERE run_id = {p} AND error IS NOT NULL ORDER BY sample_id",
+                (run_id,),
+            )
+            return np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows)), [r[1] for r in rows]
+
+        return self.cache.get_or_make(("err", stamp), load)
+
+    def error_ids(self, session: Session, dataset_id: int) -> IdArray:
+        """Sample ids that carry an error in any run of the dataset."""
+        rows = session.execute(
+            select(Score.sample_id)
+            .join(Run, Run.id == Score.run_id)
+            .where(Run.dataset_id == dataset_id, Score.error.is_not(None))
+            .distinct()
+        ).all()
+        return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows)))
+
+    def metadata_column(self, session: Session, dataset_id: int, field: str) -> tuple[IdArray, list[Any]]:
+        """(sorted ids, value per id) of one metadata field; values are JSON scalars or None."""
+        stamp = self._dataset_stamp(session, dataset_id)
+        return self.cache.get_or_make(("meta", stamp, field), lambda: self._load_meta(session, dataset_id, field))
+
+    def _load_meta(self, session: Session, dataset_id: int, field: str) -> tuple[IdArray, list[Any]]:
+        expr = "metadata ->> %s" if is_postgres(session) else "json_extract(metadata, '$.' || ?)"
+        rows = raw_rows(
+            session,
+            f"SELECT id, {expr} FROM samples WHERE dataset_id = {{p}} ORDER BY id",
+            (_json_key(field), dataset_id),
+        )
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows))
+        return ids, [r[1] for r in rows]
+
+    def metadata_fields(self, session: Session, dataset_id: int, max_values: int) -> dict[str, dict[str, int]]:
+        """Low-cardinality metadata fields (at most `max_values` values) and the count of each value."""
+        # One scan per field over every sample (0.75 s at 1M): cached until the dataset changes.
+        key = ("meta", self._dataset_stamp(session, dataset_id), "__fields__", max_values)
+        return self.cache.get_or_make(key, lambda: _metadata_fields(session, dataset_id, max_values))
+
+    # -- the plane -----------------------------------------------------------------------------
+    def space(self, session: Session, dataset_id: int, x: Axis, y: Axis) -> Space:
+        ds_stamp = self._dataset_stamp(session, dataset_id)
+        sx, sy = self._run_stamp(session, x.run_id), self._run_stamp(session, y.run_id)
+
+        key = ("space", ds_stamp, sx, x.metric, sy, y.metric)
+
+        def make() -> Space:
+            ds = self.cache.get_or_make(("ds", ds_stamp), lambda: self._load_dataset(session, dataset_id))
+            return replace(_join(ds, self.column(session, x, sx), self.column(session, y, sy)), key=key)
+
+        return self.cache.get_or_make(key, make)
+
+    def drop_dataset(self, dataset_id: int) -> int:
+        """Forget every cached array of a dataset (its runs' columns die with their stamps)."""
+        return self.cache.drop(lambda k: isinstance(k, tuple) and len(k) > 1 and _mentions(k, dataset_id))
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples straight from the DBAPI cursor: 3-5x faster than ORM results for 1M rows.
+
+    `{p}` in `sql` is the driver's placeholder; the statement runs in the session's transaction.
+    """
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql.replace("{p}", "%s" if is_postgres(session) else "?"), tuple(params))
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def _mentions(key: tuple[Any, ...], dataset_id: int) -> bool:
+    stamp = key[1]
+    if key[0] == "arrow":  # ("arrow", space key, ...)
+        return _mentions(key[1], dataset_id)
+    return key[0] in ("ds", "meta", "space") and isinstance(stamp, tuple) and stamp[0] == dataset_id
+
+
+def _json_key(name: str) -> str:
+    # SQLite's JSON path needs quoting for keys that are not plain identifiers.
+    if name.replace("_", "").isalnum():
+        return name
+    return '"' + name.replace('"', '\\"') + '"'
+
+
+def _join(ds: DatasetColumns, cx: Column, cy: Column) -> Space:
+    ids, ix, iy = np.intersect1d(cx.ids, cy.ids, assume_unique=True, return_indices=True)
+    pos = np.searchsorted(ds.ids, ids)
+    pos = np.clip(pos, 0, max(len(ds.ids) - 1, 0))
+    keep = (ds.ids[pos] == ids) if len(ds.ids) else np.zeros(len(ids), dtype=bool)
+    return Space(
+        ids=ids[keep].astype(np.int32),
+        x=cx.values[ix][keep],
+        y=cy.values[iy][keep],
+        task_codes=ds.task_codes[pos[keep]],
+        task_types=ds.task_types,
+    )
+
+
+def _metadata_fields(session: Session, dataset_id: int, max_values: int) -> dict[str, dict[str, int]]:
+    # Field names come from the first samples' scalar values; a field with too many values is no category.
+    rows = session.execute(
+        text("SELECT CAST(metadata AS TEXT) FROM samples WHERE dataset_id = :ds ORDER BY id LIMIT :n"),
+        {"ds": dataset_id, "n": METADATA_SCAN_ROWS},
+    ).all()
+    keys: set[str] = set()
+    for (raw,) in rows:
+        meta = orjson.loads(raw) if raw else {}
+        keys.update(k for k, v in meta.items() if isinstance(v, str | int | bool) or v is None)
+    expr = "metadata ->> :k" if is_postgres(session) else "json_extract(metadata, '$.' || :k)"
+    out: dict[str, dict[str, int]] = {}
+    for key in sorted(keys):
+        vals = session.execute(
+            text(f"SELECT {expr} AS v, COUNT(*) FROM samples WHERE dataset_id = :ds GROUP BY v LIMIT :lim"),
+            {"ds": dataset_id, "k": _json_key(key), "lim": max_values + 1},
+        ).all()
+        if len(vals) <= max_values:
+            out[key] = {("(none)" if v is None else str(v)): int(n) for v, n in vals}
+    return out

@@ -1,0 +1,168 @@
+"""Datasets' callbacks: a scorer's form, starting and cancelling runs, polling their progress, ingesting.
+Every output, input and state by name (frontend.callbacks)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from dash import ALL, Dash, Input, Output, State, callback_context, html
+from dash.exceptions import PreventUpdate
+
+from frontend import ids
+from frontend.api_shapes import ApiError
+from frontend.callbacks import named_callback
+from frontend.components import alert
+from frontend.context import UiContext
+from frontend.errors import Outputs, describe
+from frontend.forms import form_fields, params_from_form
+from frontend.pages.datasets.panels import ACTIVE, param_form, run_rows
+
+
+def register(app: Dash, ctx: UiContext) -> None:
+    @named_callback(
+        app,
+        output={"form": Output(ids.RUN_PARAMS, "children")},
+        inputs={"kind": Input(ids.RUN_KIND, "value")},
+        alert="form",
+        prevent_initial_call=True,
+    )
+    def params(kind: str | None) -> Outputs:
+        if not kind:
+            return {"form": []}
+        spec = next((s for s in ctx.api.scorers() if s["kind"] == kind), None)
+        return {"form": param_form(spec)}
+
+    @named_callback(
+        app,
+        output={
+            "result": Output(ids.RUN_RESULT, "children"),
+            "runs": Output(ids.RUNS_TABLE, "children", allow_duplicate=True),
+            "poll_off": Output(ids.RUNS_POLL, "disabled", allow_duplicate=True),
+        },
+        inputs={"clicks": Input(ids.RUN_SUBMIT, "n_clicks")},
+        state={
+            "kind": State(ids.RUN_KIND, "value"),
+            "values": State({"type": ids.RUN_PARAM, "name": ALL}, "value"),
+            "param_ids": State({"type": ids.RUN_PARAM, "name": ALL}, "id"),
+            "store": State(ids.SCORERS_STORE, "data"),
+            "token": State(ids.TOKEN, "value"),
+        },
+        alert="result",
+        prevent_initial_call=True,
+    )
+    def start(
+        clicks: int,
+        kind: str,
+        values: list[Any],
+        param_ids: list[dict[str, str]],
+        store: dict[str, Any],
+        token: str | None,
+    ) -> Outputs:
+        if not clicks or not kind or not store or store.get("ds") is None:
+            raise PreventUpdate
+        spec = next((s for s in ctx.api.scorers() if s["kind"] == kind), None)
+        if spec is None:
+            return {"result": alert(f"the server does not know the scorer {kind!r}")}
+        fields = form_fields(spec.get("params_schema") or {})
+        try:
+            params = params_from_form(fields, {p["name"]: v for p, v in zip(param_ids, values, strict=False)})
+        except ValueError as exc:
+            return {"result": alert(str(exc))}
+        run = ctx.api.start_run(int(store["ds"]), kind, params, token=token or None)
+        runs = ctx.api.runs(int(store["ds"]))
+        return {
+            "result": alert(f"Run #{run['id']} ({kind}) is {run.get('status', 'queued')}.", "ok"),
+            "runs": run_rows(runs),
+            "poll_off": False,
+        }
+
+    @named_callback(
+        app,
+        output={
+            "runs": Output(ids.RUNS_TABLE, "children"),
+            "poll_off": Output(ids.RUNS_POLL, "disabled"),
+            "alert": Output(ids.RUNS_ALERT, "children"),
+        },
+        inputs={
+            "ticks": Input(ids.RUNS_POLL, "n_intervals"),
+            "cancels": Input({"type": ids.RUN_CANCEL, "run": ALL}, "n_clicks"),
+        },
+        state={"store": State(ids.SCORERS_STORE, "data"), "token": State(ids.TOKEN, "value")},
+        alert="alert",
+        prevent_initial_call=True,
+    )
+    def poll(ticks: int, cancels: list[int], store: dict[str, Any], token: str | None) -> Outputs:
+        if not store or store.get("ds") is None:
+            raise PreventUpdate
+        trig = callback_context.triggered_id
+        note = None
+        if isinstance(trig, dict) and trig.get("type") == ids.RUN_CANCEL:
+            if not any(cancels):
+                raise PreventUpdate
+            run = ctx.api.cancel_run(int(trig["run"]), token=token or None)
+            note = alert(f"Run #{run['id']} is {run.get('status', 'cancelled')}.", "info")
+        runs = ctx.api.runs(int(store["ds"]))
+        active = any(r.get("status") in ACTIVE for r in runs)
+        return {"runs": run_rows(runs), "poll_off": not active, "alert": note}
+
+    @named_callback(
+        app,
+        output={
+            "result": Output(ids.INGEST_RESULT, "children"),
+            "search": Output(ids.URL, "search", allow_duplicate=True),
+        },
+        inputs={"clicks": Input(ids.INGEST_SUBMIT, "n_clicks")},
+        state={
+            "name": State(ids.INGEST_NAME, "value"),
+            "paths": State(ids.INGEST_PATHS, "value"),
+            "image_root": State(ids.INGEST_IMAGE_ROOT, "value"),
+            "task_field": State(ids.INGEST_TASK_FIELD, "value"),
+            "prompts": State(ids.INGEST_PROMPTS, "value"),
+            "dedupe": State(ids.INGEST_DEDUPE, "value"),
+            "token": State(ids.TOKEN, "value"),
+        },
+        prevent_initial_call=True,
+    )
+    def ingest(
+        clicks: int,
+        name: str | None,
+        paths: str | None,
+        image_root: str | None,
+        task_field: str | None,
+        prompts: str | None,
+        dedupe: list[str],
+        token: str | None,
+    ) -> Outputs:
+        """Ingest files on the server; on success the page moves to the new dataset (?ds=...)."""
+        if not clicks:
+            raise PreventUpdate
+        files = [p.strip() for p in (paths or "").splitlines() if p.strip()]
+        if not (name or "").strip():
+            return {"result": alert("Give the dataset a name.")}
+        if not files:
+            return {"result": alert("Give at least one file path.")}
+        body: dict[str, Any] = {"name": name.strip() if name else "", "paths": files, "dedupe": bool(dedupe)}
+        if image_root and image_root.strip():
+            body["image_root"] = image_root.strip()
+        if task_field and task_field.strip():
+            body["task_type_field"] = task_field.strip()
+        if prompts and prompts.strip():
+            try:
+                parsed = json.loads(prompts)
+            except ValueError as exc:
+                return {"result": alert(f"task-type prompts: not valid JSON ({exc})")}
+            if not isinstance(parsed, dict):
+                return {"result": alert("task-type prompts: give a JSON object {task type: prompt}")}
+            body["task_type_prompts"] = parsed
+        try:
+            d = ctx.api.create_dataset(body, token=token or None)
+        except ApiError as exc:
+            problems = (exc.body.get("problems") if isinstance(exc.body, dict) else None) or []
+            return {"result": html.Div([alert(describe(exc)), html.Ul([html.Li(str(p)) for p in problems[:10]])])}
+        except Exception as exc:
+            return {"result": alert(describe(exc))}
+        return {
+            "result": alert(f"Ingested “{d['name']}”: {int(d.get('n_samples', 0)):,} samples.", "ok"),
+            "search": f"?ds={d['id']}",
+        }

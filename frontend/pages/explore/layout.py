@@ -1,0 +1,226 @@
+"""Explore's layout: the controls (axes, colour, task types, regions), the plane, and where the panels go."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dash import dcc, html
+
+from frontend import ids
+from frontend.api_shapes import Dataset
+from frontend.components import card, empty_state, number_input
+from frontend.context import UiContext
+from frontend.figures import GRAPH_CONFIG, category_colors, empty_figure
+from frontend.pages.axes import axis_choices, default_axes
+from frontend.pages.explore.panels import detail_overlay, gallery, selection_panel
+from frontend.pages.explore.query import color_options
+
+
+def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
+    if ds is None:
+        return empty_state(
+            "No dataset yet", "Ingest a LLaVA-format dataset first, then score it.", "/datasets", "Go to Datasets"
+        )
+    dataset = next(d for d in all_ds if int(d["id"]) == ds)
+    axes = ctx.api.axes(ds)
+    options, labels, shortcut = axis_choices(axes)
+    if not options:
+        return empty_state(
+            f"{dataset['name']}: nothing scored yet",
+            "The plane needs at least one finished scorer run (CLIP and MLLM loss, as in the paper). "
+            "Start one on the Datasets page; the plane appears as soon as a run is done.",
+            f"/datasets?ds={ds}",
+            "Start a scorer run",
+        )
+    x, y = default_axes(options, shortcut)
+    task_types = list((dataset.get("task_types") or {}).keys())
+    setup = {
+        "ds": ds,
+        "n": int(dataset.get("n_samples", 0)),
+        "labels": labels,
+        "task_types": task_types,
+        "task_counts": dataset.get("task_types") or {},
+        "meta_fields": {},  # filled by the EX_META store once loaded (a scan of every sample's metadata)
+        "axis_options": options,
+    }
+    return html.Div(
+        [
+            dcc.Store(id=ids.EX_SETUP, data=setup),
+            dcc.Store(id=ids.EX_META, data=None),
+            dcc.Store(id=ids.EX_REGION, data=None),
+            dcc.Store(id=ids.SEL_RECIPE, data=None),
+            dcc.Store(id=ids.GALLERY_PAGE, data=0),
+            dcc.Store(id=ids.DETAIL_ID, data=None),
+            html.Div([controls(dataset, options, x, y), plot(), selection_panel()], className="explore-grid"),
+            gallery(),
+            detail_overlay(),
+        ],
+        className="explore",
+    )
+
+
+def controls(dataset: Dataset, options: list[dict[str, str]], x: str | None, y: str | None) -> html.Div:
+    """The left column: axes and colour, the task-type filter (and contours), the region presets."""
+    task_types = list((dataset.get("task_types") or {}).keys())
+    return html.Div(
+        [
+            card(
+                "Axes",
+                html.Label("x", className="field-label"),
+                dcc.Dropdown(id=ids.EX_X, options=options, value=x, clearable=False, optionHeight=44),
+                html.Label("y", className="field-label"),
+                dcc.Dropdown(id=ids.EX_Y, options=options, value=y, clearable=False, optionHeight=44),
+                html.Label("colour", className="field-label"),
+                dcc.Dropdown(id=ids.EX_COLOR, options=color_options({}, options), value="task_type", clearable=False),
+                html.Div(
+                    [
+                        html.Label("show values", className="field-label"),
+                        dcc.Checklist(
+                            id=ids.EX_META_VALUES,
+                            options=[],
+                            value=[],
+                            className="checklist compact",
+                            inputClassName="check",
+                        ),
+                    ],
+                    id=ids.EX_META_WRAP,
+                    style={"display": "none"},
+                ),
+            ),
+            card(
+                "Task types",
+                dcc.Checklist(
+                    id=ids.EX_TASKS,
+                    options=task_options(dataset),
+                    value=task_types,
+                    className="checklist",
+                    inputClassName="check",
+                ),
+                dcc.Checklist(
+                    id=ids.EX_CONTOURS,
+                    options=[{"label": "compare types: density contours (50% / 90%)", "value": "on"}],
+                    value=[],
+                    className="checklist toggle",
+                    inputClassName="check",
+                ),
+            ),
+            card(
+                "Regions",
+                html.Div(
+                    [
+                        html.Span("top", className="muted"),
+                        number_input(ids.EX_TOP_PERCENT, 5, step="any", min=0.01, max=100, style={"width": "64px"}),
+                        html.Span("%", className="muted"),
+                    ],
+                    className="inline",
+                ),
+                html.Div(
+                    [
+                        html.Button(
+                            "DIS",
+                            id={"type": ids.EX_PRESET, "key": "dis"},
+                            className="btn btn-preset",
+                            title="top p% by the y axis (the paper's CLIP band)",
+                            n_clicks=0,
+                        ),
+                        html.Button(
+                            "DIL",
+                            id={"type": ids.EX_PRESET, "key": "dil"},
+                            className="btn btn-preset",
+                            title="top p% by the x axis (the paper's loss band)",
+                            n_clicks=0,
+                        ),
+                        html.Button(
+                            "DIQ",
+                            id={"type": ids.EX_PRESET, "key": "diq"},
+                            className="btn btn-preset",
+                            title="top p% by both axes (the top-right corner)",
+                            n_clicks=0,
+                        ),
+                    ],
+                    className="btn-row",
+                ),
+                html.Div([html.Span("3\u00d73 grid", className="muted small"), grid_buttons()], className="grid-wrap"),
+                html.Div(
+                    [
+                        html.Button(
+                            "All", id={"type": ids.EX_PRESET, "key": "all"}, className="btn btn-ghost", n_clicks=0
+                        ),
+                        html.Button("Clear", id=ids.EX_CLEAR, className="btn btn-ghost", n_clicks=0),
+                    ],
+                    className="btn-row",
+                ),
+                html.P(
+                    "Or draw on the plane: a freeform lasso (the default tool) or a box, from the plot's toolbar. "
+                    "Click an outline to drag its corners; Clear (or the eraser) goes back to the whole dataset.",
+                    className="hint",
+                ),
+            ),
+        ],
+        className="controls",
+    )
+
+
+def plot() -> html.Div:
+    """The plane (filled by the figure callback), its caption and its alert area."""
+    return html.Div(
+        [
+            dcc.Graph(
+                id=ids.EX_GRAPH,
+                figure=empty_figure("Loading the plane…"),
+                config=GRAPH_CONFIG,
+                className="plane",
+                style={"height": "660px"},
+            ),
+            html.Div(id=ids.EX_PLOT_INFO, className="plot-info"),
+            html.Div(id=ids.EX_ALERT),
+        ],
+        className="plot-col",
+    )
+
+
+def task_options(dataset: Dataset) -> list[dict[str, Any]]:
+    counts = dataset.get("task_types") or {}
+    prompts = dataset.get("task_type_prompts") or {}
+    colors = category_colors(list(counts))
+    opts = []
+    for name, n in counts.items():
+        label: list[Any] = [
+            html.Span(
+                [
+                    html.Span(className="dot", style={"background": colors[name]}),
+                    html.Span(name, className="tt-name"),
+                    html.Span(f"{n:,}", className="tt-count"),
+                ],
+                className="tt-line",
+            ),
+        ]
+        if prompts.get(name):
+            label.append(
+                html.Details(
+                    [html.Summary("prompt"), html.Div(prompts[name], className="tt-prompt-text")], className="tt-prompt"
+                )
+            )
+        opts.append({"label": html.Div(label, className="tt-label"), "value": name})
+    return opts
+
+
+def grid_buttons() -> html.Div:
+    rows = []
+    for j in (2, 1, 0):  # top row = high y
+        rows.append(
+            html.Div(
+                [
+                    html.Button(
+                        f"{i},{j}",
+                        id={"type": ids.EX_GRID, "i": i, "j": j},
+                        className="grid-cell",
+                        title=f"3\u00d73 quantile grid cell ({i}, {j}): x tercile {i + 1}, y tercile {j + 1}",
+                        n_clicks=0,
+                    )
+                    for i in range(3)
+                ],
+                className="grid-row",
+            )
+        )
+    return html.Div(rows, className="grid-buttons")
