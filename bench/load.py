@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from space import build, lasso  # noqa: E402
 
 from backend.db import make_engine  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
+from tests.live_server import served  # noqa: E402
 
 
 async def client_loop(
@@ -99,28 +99,9 @@ def main() -> None:
     upgrade(engine)
     ds = build(engine, args.n)
     engine.dispose()
-    port = 8765
     env = {**os.environ, "QSPACE_DATA_DIR": str(tmp / "data"), "QSPACE_DATABASE_URL": url}
-    with (tmp / "server.log").open("wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "qspace", "serve", "--port", str(port), "--no-worker", "--no-ui"],
-            env=env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}/api"
-        for _ in range(300):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        stats, errors = asyncio.run(run_load(base, ds, args.clients, args.seconds))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with served(env, tmp / "server.log", timeout=60) as server:
+        stats, errors = asyncio.run(run_load(server.api, ds, args.clients, args.seconds))
     total = sum(len(v) for v in stats.values())
     print(
         f"\n{args.clients} clients, {args.seconds:.0f} s, {args.n:,} points ({args.db}): {total} requests, "

@@ -38,6 +38,7 @@ from backend.db import make_engine, make_session_factory, session_scope  # noqa:
 from backend.ingest import IngestOptions, ingest  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
+from tests.live_server import served  # noqa: E402
 
 
 class MemoryWatch(threading.Thread):
@@ -99,22 +100,14 @@ def main() -> None:
         "QSPACE_BROKER_TRANSPORT_OPTIONS": f'{{"global_keyprefix": "{prefix}"}}',
     }
     procs: list[subprocess.Popen[bytes]] = []
+    stack = contextlib.ExitStack()
     try:
         engine = make_engine(url)
         upgrade(engine)
         with timed(steps, "ingest 665k (PostgreSQL COPY)"), session_scope(make_session_factory(engine)) as s:
             report = ingest(s, IngestOptions(name="llava665k", paths=[args.file], image_root=args.file.parent))
         ds, n = report.dataset_id, report.n_samples
-        with (tmp / "api.log").open("wb") as log:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "qspace", "serve", "--port", "8777", "--no-worker", "--no-ui"],
-                    env=env,
-                    cwd=ROOT,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+        api_server = stack.enter_context(served(env, tmp / "api.log", timeout=60))
         with (tmp / "worker.log").open("wb") as log:
             procs.append(
                 subprocess.Popen(
@@ -134,13 +127,7 @@ def main() -> None:
                     stderr=subprocess.STDOUT,
                 )
             )
-        api = httpx.Client(base_url="http://127.0.0.1:8777/api", timeout=600)
-        for _ in range(300):
-            try:
-                if api.get("/health").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        api = httpx.Client(base_url=api_server.api, timeout=600)
         with timed(steps, "length run through the queue", f"({args.workers} worker processes, chunks of {args.chunk})"):
             run = api.post(f"/datasets/{ds}/runs", json={"kind": "length", "params": {}}).raise_for_status().json()
             while run["status"] not in ("done", "failed", "cancelled"):
@@ -200,6 +187,7 @@ def main() -> None:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
+        stack.close()
         watch.stop.set()
         watch.join()
         drop_pg_database(url)

@@ -25,9 +25,7 @@ import math
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from tests.live_server import served  # noqa: E402
 
 CHROMIUM = os.environ.get("QSPACE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -104,12 +104,6 @@ def seed(root: Path, n: int) -> int:
     engine.dispose()
     marker.write_text(json.dumps({"dataset_id": seeded.dataset_id, "seconds": time.perf_counter() - t0}))
     return seeded.dataset_id
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 300) -> tuple[float, int]:
@@ -233,37 +227,15 @@ def main() -> int:
     t0 = time.perf_counter()
     ds = seed(args.root, args.n)
     seed_s = time.perf_counter() - t0
-    port = args.port or free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = args.root / "server.log"
-    with open(log, "wb") as fh:
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", "--root", str(args.root), "--port", str(port)],
-            stdout=fh, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                http_get(f"{base}/api/health", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    print(log.read_text(errors="replace"), file=sys.stderr)
-                    return 2
-                time.sleep(0.3)
+    command = [sys.executable, __file__, "--serve"]
+    with served(os.environ, args.root / "server.log", ["--root", str(args.root)], args.port, command, 120) as server:
+        base = server.url
         space_cold, space_bytes = http_get(f"{base}/api/datasets/{ds}/space?x=loss&y=clip&format=arrow")
         space_warm, _ = http_get(f"{base}/api/datasets/{ds}/space?x=loss&y=clip&format=arrow")
         # One polygon query loads the server's compiled point-in-polygon kernel (numba's on-disk cache):
         # the numbers below are the steady state an analyst sees after the first lasso.
         first_poly = preview_polygon(base, ds)
         res = run_browser(base, ds, args.reps, args.lassos)
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     inter, lasso, thumbs, bodies = res["interactive"], res["lasso"], res["thumbs"], res["bodies"]
     ok_inter = max(inter) <= TARGET_INTERACTIVE_S

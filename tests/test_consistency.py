@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +13,7 @@ from backend.api.app import create_app
 from backend.migrate import current, downgrade, head, upgrade
 from backend.models import Curriculum, CurriculumStage, Dataset, Run, Sample, Score, Selection
 from backend.settings import Settings
+from tests.live_server import served
 from tests.seed import seed_scored
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,33 +68,19 @@ def test_migration_round_trip_on_populated_database_loses_nothing(
         assert sorted((x.id, x.external_id, str(x.conversations)) for x in s.scalars(select(Sample))) == snapshot
 
 
-def _serve(db_url: str, tmp: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with (tmp / f"{name}.log").open("wb") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qspace", "serve", "--port", str(port), "--no-worker", "--no-ui"],
-            env={"QSPACE_DATA_DIR": str(tmp / name), "QSPACE_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"},
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}/api"
-    for _ in range(150):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    return proc, url
+def _env(db_url: str, tmp: Path, name: str) -> dict[str, str]:
+    return {"QSPACE_DATA_DIR": str(tmp / name), "QSPACE_DATABASE_URL": db_url, "PATH": "/usr/bin:/bin"}
 
 
 def test_two_api_processes_see_the_same_selections(
     db_url: str, session_factory: sessionmaker[Session], tmp_path: Path
 ) -> None:
     seeded = seed_scored(session_factory, tmp_path, n=200)
-    a, url_a = _serve(db_url, tmp_path, "a")
-    b, url_b = _serve(db_url, tmp_path, "b")
-    try:
+    with (
+        served(_env(db_url, tmp_path, "a"), tmp_path / "a.log") as a,
+        served(_env(db_url, tmp_path, "b"), tmp_path / "b.log") as b,
+    ):
+        url_a, url_b = a.api, b.api
         ds = seeded.dataset_id
         # Warm B's cache first, then write through A: B must not serve stale state.
         assert httpx.get(f"{url_b}/datasets/{ds}/space").status_code == 200
@@ -122,7 +105,3 @@ def test_two_api_processes_see_the_same_selections(
         n_a = len(httpx.get(f"{url_a}/datasets/{ds}/space", params={"format": "json"}).json()["ids"])
         n_b = len(httpx.get(f"{url_b}/datasets/{ds}/space", params={"format": "json"}).json()["ids"])
         assert n_a == n_b
-    finally:
-        for p in (a, b):
-            p.terminate()
-            p.wait(timeout=20)
