@@ -42,6 +42,7 @@ def dataset_out(ds: Dataset, counts: dict[str, int]) -> DatasetOut:
         image_root=ds.image_root,
         sources=ds.sources or [],
         created_at=ds.created_at,
+        experiment_base_model=ds.experiment_base_model,
     )
 
 

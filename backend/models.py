@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Float,
@@ -62,6 +63,8 @@ class Dataset(Base):
     task_type_prompts: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     n_samples: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The base model an experiment on this dataset trains when it names none (the demo sets its own).
+    experiment_base_model: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="dataset", passive_deletes=True)
 
@@ -176,3 +179,109 @@ class CurriculumStage(Base):
     recipe: Mapped[dict[str, Any]] = mapped_column(JSONType)
     count: Mapped[int] = mapped_column(Integer, default=0)
     sample_ids: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+# ----------------------------------------------------------------------------------------------
+# Experiments (the closed loop): arms x seeds = jobs; one result row per (job, suite, metric)
+# ----------------------------------------------------------------------------------------------
+
+
+class Experiment(Base):
+    __tablename__ = "experiments"
+    __table_args__ = (UniqueConstraint("dataset_id", "identity_key", name="uq_experiments_dataset_identity"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    base_model: Mapped[str] = mapped_column(Text)
+    # sha256 of the base's config.json for a local folder (a hub name is its own identity): None for a hub name.
+    base_config_sha256: Mapped[str | None] = mapped_column(String(80))
+    seeds: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    control: Mapped[str] = mapped_column(String(16), default="random")
+    control_task_mix: Mapped[bool] = mapped_column(Boolean, default=False)
+    train_request: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # as posted
+    train_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # every value resolved
+    train_params_key: Mapped[str] = mapped_column(String(64))
+    # [{name, path, digest, n_items, metrics, types}] as they were when the experiment was created.
+    eval_suites: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    # sha256 of what makes two posts "the same experiment": posting it again resumes this row.
+    identity_key: Mapped[str] = mapped_column(String(64))
+    message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    arms: Mapped[list[ExperimentArm]] = relationship(
+        order_by="ExperimentArm.position", passive_deletes=True, cascade="all, delete-orphan"
+    )
+    jobs: Mapped[list[ExperimentJob]] = relationship(
+        order_by="ExperimentJob.id", passive_deletes=True, cascade="all, delete-orphan"
+    )
+
+
+class ExperimentArm(Base):
+    __tablename__ = "experiment_arms"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))  # selection | curriculum | control
+    # The selection or curriculum (a control: its arm's), kept as a plain id: deleting it keeps the experiment.
+    source_id: Mapped[int | None] = mapped_column(Integer)
+    control_of: Mapped[int | None] = mapped_column(ForeignKey("experiment_arms.id", ondelete="CASCADE"))
+    n: Mapped[int] = mapped_column(Integer, default=0)  # samples trained on, all stages together
+    stage_sizes: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    # The source's recipe when the experiment was created (a control: how its samples are drawn).
+    recipe: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class ExperimentJob(Base):
+    __tablename__ = "experiment_jobs"
+    __table_args__ = (UniqueConstraint("arm_id", "seed", name="uq_experiment_jobs_arm_seed"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id", ondelete="CASCADE"), index=True)
+    arm_id: Mapped[int] = mapped_column(ForeignKey("experiment_arms.id", ondelete="CASCADE"), index=True)
+    seed: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    phase: Mapped[str | None] = mapped_column(String(16))  # loading | training | evaluating
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer, default=0)
+    loss: Mapped[float | None] = mapped_column(Float)
+    samples_per_s: Mapped[float | None] = mapped_column(Float)
+    eta_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries that started the job
+    # The stages' sample ids (int32 little-endian, stages concatenated; sizes in stage_sizes): fixed when the
+    # experiment is created, so a control's random draw is kept, not redrawn.
+    sample_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    stage_sizes: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    output_dir: Mapped[str | None] = mapped_column(Text)
+    model_dir: Mapped[str | None] = mapped_column(Text)
+    adapter_dir: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # the training's result, in short
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    arm: Mapped[ExperimentArm] = relationship()
+
+
+class ExperimentResult(Base):
+    __tablename__ = "experiment_results"
+    __table_args__ = (UniqueConstraint("job_id", "suite", "metric", name="uq_experiment_results_job_suite_metric"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("experiment_jobs.id", ondelete="CASCADE"), index=True)
+    suite: Mapped[str] = mapped_column(String(200))
+    digest: Mapped[str] = mapped_column(String(80))
+    metric: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float | None] = mapped_column(Float)
+    n_items: Mapped[int] = mapped_column(Integer, default=0)
+    # Per item, in suite order: {"ids": [..], "values": [.. | null], "types": [.. | null] | null} (the statistics
+    # pair an arm's items with its control's by id).
+    outcomes: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+

@@ -42,6 +42,7 @@ class DatasetOut(BaseModel):
     image_root: str | None
     sources: list[str]
     created_at: datetime
+    experiment_base_model: str | None = None
 
 
 class Turn(BaseModel):

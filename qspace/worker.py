@@ -104,8 +104,11 @@ class EmbeddedWorker:
 def requeue_after_restart(settings: Settings) -> dict[int, int]:
     """Enqueue again the missing samples of runs left queued or running. A server-less broker loses the chunks
     its worker had taken when that worker was killed (only Redis redelivers them), and a fresh embedded worker
-    means the previous one is gone. Duplicates cost nothing: chunks skip samples that have a result."""
+    means the previous one is gone. Duplicates cost nothing: chunks skip samples that have a result. Experiment jobs
+    left queued or running are sent again too (a job is claimed once; a redelivered one resumes from its checkpoint);
+    the returned mapping counts runs only."""
     from backend.db import make_engine, make_session_factory
+    from backend.experiments import requeue_active_jobs
     from backend.queue import TaskQueue
     from backend.runs import requeue_active_runs
 
@@ -113,7 +116,11 @@ def requeue_after_restart(settings: Settings) -> dict[int, int]:
     queue = TaskQueue(settings)
     try:
         with make_session_factory(engine)() as session:
-            return requeue_active_runs(session, queue, settings.chunk_size)
+            runs = requeue_active_runs(session, queue, settings.chunk_size)
+            jobs = requeue_active_jobs(session, queue)
+            if jobs:
+                log.info("experiment jobs enqueued again: %s", jobs)
+            return runs
     finally:
         queue.close()
         engine.dispose()

@@ -12,7 +12,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend import __version__
 from backend.api.deps import require_token
-from backend.api.routers import curricula, datasets, health, runs, samples, scorers, selections, space
+from backend.api.routers import (
+    curricula,
+    datasets,
+    eval_suites,
+    experiments,
+    health,
+    runs,
+    samples,
+    scorers,
+    selections,
+    space,
+)
 from backend.datasets import NotFound, UnsafePath
 from backend.db import make_engine, make_session_factory
 from backend.ingest import IngestError
@@ -92,6 +103,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(space.router, prefix="/api", dependencies=guarded)
     app.include_router(selections.router, prefix="/api", dependencies=guarded)
     app.include_router(curricula.router, prefix="/api", dependencies=guarded)
+    app.include_router(eval_suites.router, prefix="/api", dependencies=guarded)
+    app.include_router(experiments.router, prefix="/api", dependencies=guarded)
 
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:

@@ -10,6 +10,7 @@ import typer
 
 from qspace.cli import data, scoring, serving
 from qspace.cli.db import db_app
+from qspace.cli.experiment import experiment_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Explore the quality space of multimodal data.")
 app.add_typer(db_app, name="db")
@@ -20,6 +21,7 @@ app.command("export")(data.export)
 app.command()(scoring.worker)
 app.command()(scoring.score)
 app.command("tiny-models")(scoring.tiny_models)
+app.add_typer(experiment_app, name="experiment")
 
 
 def main() -> None:
