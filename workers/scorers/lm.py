@@ -546,6 +546,31 @@ class _MllmInput:
         return self.seq.sample_id
 
 
+def n_image_tokens(model: Any, processor: Any) -> int:
+    """Tokens one image expands to; ValueError when it depends on the image size (anyres)."""
+    counts = set()
+    if hasattr(processor, "_get_num_multimodal_tokens"):
+        for size in ((336, 336), (200, 700)):
+            counts.add(int(processor._get_num_multimodal_tokens(image_sizes=[size]).num_image_tokens[0]))
+    else:
+        counts.add(int(model.config.image_seq_length))
+    if len(counts) != 1:
+        raise ValueError("model: image token count depends on image size (anyres): unsupported")
+    return counts.pop()
+
+
+def mllm_encoder_kwargs(model: Any, processor: Any) -> dict[str, Any]:
+    """How a LLaVA-style (model, processor) renders and counts a conversation: the one place the scorer, training
+    (labels) and evaluation (option log-likelihoods) take it from, so all three count the same tokens."""
+    tokenizer = processor.tokenizer
+    return {
+        "template_owner": processor,
+        "structured": True,
+        "image_token_id": tokenizer.convert_tokens_to_ids(getattr(processor, "image_token", IMAGE_TOKEN)),
+        "n_image_tokens": n_image_tokens(model, processor),
+    }
+
+
 class MllmLossScorer(_LossScorer):
     """The paper's loss: a LLaVA-style model reads the conversation with its images."""
 
@@ -557,25 +582,7 @@ class MllmLossScorer(_LossScorer):
         model, processor = cached_model(key, lambda: load_mllm(self.params.model, self.device, self.dtype))
         self.processor = processor
         self.image_processor = processor.image_processor
-        image_token = getattr(processor, "image_token", IMAGE_TOKEN)
-        tokenizer = processor.tokenizer
-        image_token_id = tokenizer.convert_tokens_to_ids(image_token)
-        counts = set()
-        if hasattr(processor, "_get_num_multimodal_tokens"):
-            for size in ((336, 336), (200, 700)):
-                counts.add(int(processor._get_num_multimodal_tokens(image_sizes=[size]).num_image_tokens[0]))
-        else:
-            counts.add(int(model.config.image_seq_length))
-        if len(counts) != 1:
-            raise ValueError("model: image token count depends on image size (anyres): unsupported")
-        self._setup(
-            model,
-            tokenizer,
-            template_owner=processor,
-            structured=True,
-            image_token_id=image_token_id,
-            n_image_tokens=counts.pop(),
-        )
+        self._setup(model, processor.tokenizer, **mllm_encoder_kwargs(model, processor))
 
     def prepare(self, seq: Encoded) -> _MllmInput:
         """Decode and preprocess the sample's images (runs in loader workers)."""
