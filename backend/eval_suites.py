@@ -6,6 +6,9 @@ A suite is named by its file's stem; when two files share a stem, the later one 
 its root without the suffix (``svit/clean``). An experiment names suites only by these names, so the API never
 reads a file it was not configured to read. The format and its checks are :mod:`backend.eval_specs`.
 
+lmms-eval tasks are suites too, named ``lmms:<task>``: those ``QSPACE_LMMS_TASKS`` lists and those the task YAMLs
+under ``QSPACE_LMMS_INCLUDE`` define (listed after the files; :mod:`backend.lmms_specs`).
+
 Loaded suites are cached per process by (path, size, mtime): a changed file is read again.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.eval_specs import EvalSuite, EvalSuiteError, load_eval_suite
+from backend.lmms_specs import UnknownLmmsTask, find_lmms_suite, is_lmms_suite, lmms_suites
 from backend.settings import Settings
 
 __all__ = ["SuiteEntry", "UnknownSuite", "find_suite", "list_suites", "suite_entries", "suite_types"]
@@ -112,11 +116,16 @@ def describe(entry: SuiteEntry) -> dict[str, Any]:
 
 
 def list_suites(settings: Settings) -> list[dict[str, Any]]:
-    return [describe(e) for e in suite_entries(settings)]
+    return [describe(e) for e in suite_entries(settings)] + lmms_suites(settings.lmms_tasks, settings.lmms_include)
 
 
 def find_suite(settings: Settings, name: str) -> EvalSuite:
     """The suite called `name`: UnknownSuite when none is, EvalSuiteError (file, line, field) when malformed."""
+    if is_lmms_suite(name):
+        try:
+            return find_lmms_suite(settings.lmms_tasks, settings.lmms_include, name)
+        except UnknownLmmsTask as exc:
+            raise UnknownSuite(str(exc)) from None
     entries = suite_entries(settings)
     for entry in entries:
         if entry.name == name:

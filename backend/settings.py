@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         default_factory=list,
         description="eval suite files (JSONL) or folders of them, besides data_dir/eval_suites/",
     )
+    lmms_tasks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="lmms-eval tasks an experiment may name as eval suite lmms:<task> (e.g. pope,gqa); workers run "
+        "them with lmms-eval and its data installed (backend/lmms_specs.py)",
+    )
+    lmms_include: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="folders of local lmms-eval task YAMLs (lmms-eval's --include_path); each task they define "
+        "is listed as lmms:<task>",
+    )
     job_lease_s: float = Field(
         default=60.0,
         ge=1,
@@ -76,7 +86,7 @@ class Settings(BaseSettings):
         "next delivery (its worker died); workers beat every few seconds",
     )
 
-    @field_validator("image_roots", "data_roots", "eval_suites", mode="before")
+    @field_validator("image_roots", "data_roots", "eval_suites", "lmms_tasks", "lmms_include", mode="before")
     @classmethod
     def _paths(cls, value: Any) -> Any:
         return _split_paths(value)

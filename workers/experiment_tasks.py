@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import session_scope
 from backend.eval_specs import load_eval_suite
+from backend.lmms_specs import is_lmms_suite
 from backend.models import ExperimentJob
 from backend.queue import TRAIN_JOB_TASK
 from backend.queue.jobs import (
@@ -65,6 +67,16 @@ def load_evaluator(model_dir: str, device: str | None, template: str) -> SuiteEv
     from workers.evaluation import SuiteEvaluator
 
     return SuiteEvaluator(model_dir, device=device, template=template)
+
+
+def run_lmms_suite(
+    evaluator: SuiteEvaluator, ref: dict[str, Any], should_stop: Callable[[], bool]
+) -> SuiteResult | None:
+    """:func:`workers.evaluation.lmms.run_lmms_ref` for an ``lmms:<task>`` suite, imported only then (lmms-eval is
+    the optional extra ``qspace[lmms]``)."""
+    from workers.evaluation.lmms import run_lmms_ref
+
+    return run_lmms_ref(evaluator, ref, should_stop=should_stop)
 
 
 class Heartbeat(threading.Thread):
@@ -162,6 +174,21 @@ def _evaluate(
     written = 0
     for ref in spec.suites:
         if ref["name"] in done:
+            continue
+        if is_lmms_suite(ref["name"]):  # an lmms-eval task: lmms-eval reads its documents
+            hb.update(phase="evaluating")
+            if evaluator is None:
+                evaluator = load_evaluator(model_dir, device, TrainParams.model_validate(spec.train_params).template)
+            lmms_result = run_lmms_suite(evaluator, ref, hb.should_stop)
+            if lmms_result is None:
+                return False, written
+            lmms_rows = suite_rows(lmms_result, list(ref.get("metrics") or lmms_result.metrics))
+
+            def write_lmms(ref: dict[str, Any] = ref, rows: list[dict[str, Any]] = lmms_rows) -> int:
+                with session_scope(factory) as session:
+                    return record_suite(session, spec.job_id, ref["name"], ref["digest"], rows)
+
+            written += with_db_retry(write_lmms, f"job {spec.job_id} suite {ref['name']}")
             continue
         suite = load_eval_suite(ref["path"], name=ref["name"])
         if suite.digest != ref["digest"]:

@@ -13,13 +13,14 @@ __all__ = ["ItemOutcome", "SuiteResult", "summarise"]
 
 @dataclass
 class ItemOutcome:
-    """One item's result. Multiple choice: ``correct`` (1/0), ``chosen`` (option index) and every option's
-    total log-likelihood. References: ``answer_loss`` (mean nats per answer token over all references) and
-    the token count. ``error`` set = the item could not be scored (it counts in no metric)."""
+    """One item's result. Multiple choice: ``correct`` (1/0; an lmms-eval task's per-item score, which may be soft
+    such as VQA accuracy), ``chosen`` (option index) and every option's total log-likelihood. References:
+    ``answer_loss`` (mean nats per answer token over all references) and the token count. ``error`` set = the
+    item could not be scored (it counts in no metric)."""
 
     id: str
     type: str | None = None
-    correct: int | None = None
+    correct: float | None = None
     chosen: int | None = None
     option_logprobs: list[float] | None = None
     answer_loss: float | None = None
