@@ -130,10 +130,10 @@ def cycles(known: dict[str, Path]) -> list[list[str]]:
     edges: dict[str, set[str]] = {m: set() for m in known}
     for module, path in known.items():
         for imp in imports_of(module, path, set(known)):
-            if imp.top_level and imp.target in known and imp.target != module:
-                # A package's __init__ importing its own submodules is how packages re-export, not a cycle.
-                if not imp.target.startswith(module + ".") or path.name != "__init__.py":
-                    edges[module].add(imp.target)
+            # A package's __init__ importing its own submodules is how packages re-export, not a cycle.
+            reexport = path.name == "__init__.py" and imp.target.startswith(module + ".")
+            if imp.top_level and imp.target in known and imp.target != module and not reexport:
+                edges[module].add(imp.target)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
