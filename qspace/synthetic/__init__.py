@@ -16,6 +16,7 @@ Both generators are deterministic for a seed, byte for byte: keep every random d
 from qspace.synthetic.cli import main
 from qspace.synthetic.defects import CLEAN, DEFECTS, FILLER
 from qspace.synthetic.detail import DETAIL_PROMPTS
+from qspace.synthetic.eval_suite import make_eval_suite
 from qspace.synthetic.llava665k import MIX665K, make_llava665k_like
 from qspace.synthetic.rendering import render_scene
 from qspace.synthetic.scenes import (
@@ -57,6 +58,7 @@ __all__ = [
     "Scene",
     "SceneObject",
     "main",
+    "make_eval_suite",
     "make_llava665k_like",
     "make_svit_like",
     "random_scene",
