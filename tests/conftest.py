@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -118,3 +119,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if os.environ.get("QSPACE_FORBID_SKIPS") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped, which scripts/test forbids: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The demo's tiny CLIP and LLaVA, trained once per test session (about 2.5 minutes on 2 cores)."""
+    from qspace.demo.models import train_models
+
+    return train_models(tmp_path_factory.mktemp("demo-models"), seed=0)
