@@ -285,3 +285,29 @@ class ExperimentResult(Base):
     outcomes: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
+
+# ----------------------------------------------------------------------------------------------
+# Background jobs: long work outside the scoring queue (the demo's model training; later ingest)
+# ----------------------------------------------------------------------------------------------
+
+
+class BackgroundJob(Base):
+    """One piece of background work and its progress (``done`` of ``total`` ``unit``s); DESIGN.md's Job."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))  # demo_models | ...
+    # The dataset the work is for (None: not known yet, e.g. an ingest that has not created it).
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|running|done|failed|cancelled
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    unit: Mapped[str] = mapped_column(String(32), default="")
+    message: Mapped[str | None] = mapped_column(Text)  # what it is doing now, in words
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

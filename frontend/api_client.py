@@ -21,6 +21,9 @@ from frontend.api_shapes import (
     ApiError,
     Axis,
     Dataset,
+    EvalSuite,
+    Experiment,
+    Job,
     Points,
     Run,
     Sample,
@@ -34,6 +37,9 @@ __all__ = [
     "ApiError",
     "Axis",
     "Dataset",
+    "EvalSuite",
+    "Experiment",
+    "Job",
     "Points",
     "Run",
     "Sample",
@@ -217,6 +223,24 @@ class ApiClient:
         out: Run = self._json("POST", f"/runs/{int(run_id)}/cancel", token=token)
         return out
 
+    # -- background jobs ----------------------------------------------------------------------------
+
+    def jobs(self, ds: int | None = None, active: bool | None = None) -> list[Job]:
+        """Jobs, newest first: only dataset `ds`'s, only active (queued or running) ones when `active`."""
+        params: dict[str, Any] = {"dataset_id": None if ds is None else int(ds)}
+        if active is not None:
+            params["active"] = "true" if active else "false"
+        out: list[Job] = self._json("GET", "/jobs", params=params)
+        return out
+
+    def job(self, job_id: int) -> Job:
+        out: Job = self._json("GET", f"/jobs/{int(job_id)}")
+        return out
+
+    def cancel_job(self, job_id: int, token: str | None = None) -> Job:
+        out: Job = self._json("POST", f"/jobs/{int(job_id)}/cancel", token=token)
+        return out
+
     # -- the plane ----------------------------------------------------------------------------------
 
     def axes(self, ds: int) -> list[Axis]:
@@ -299,3 +323,35 @@ class ApiClient:
     @staticmethod
     def curriculum_export_path(cur: int) -> str:
         return f"/api/curricula/{int(cur)}/export"
+
+    # -- experiments --------------------------------------------------------------------------------
+
+    def eval_suites(self) -> list[EvalSuite]:
+        out: list[EvalSuite] = self._json("GET", "/eval_suites")
+        return out
+
+    def experiments(self, ds: int) -> list[Experiment]:
+        """The dataset's experiments, each with its arms, jobs and results (statistics included)."""
+        out: list[Experiment] = self._json("GET", f"/datasets/{int(ds)}/experiments")
+        return out
+
+    def experiment(self, exp: int) -> Experiment:
+        out: Experiment = self._json("GET", f"/experiments/{int(exp)}")
+        return out
+
+    def create_experiment(self, ds: int, body: dict[str, Any], token: str | None = None) -> Experiment:
+        """Start (or, posted again, resume) an experiment: 202 with its arms and queued jobs."""
+        out: Experiment = self._json("POST", f"/datasets/{int(ds)}/experiments", body=body, token=token)
+        return out
+
+    def cancel_experiment(self, exp: int, token: str | None = None) -> Experiment:
+        out: Experiment = self._json("POST", f"/experiments/{int(exp)}/cancel", token=token)
+        return out
+
+    @staticmethod
+    def experiment_manifest_path(exp: int) -> str:
+        return f"/api/experiments/{int(exp)}/manifest"
+
+    @staticmethod
+    def experiment_results_csv_path(exp: int) -> str:
+        return f"/api/experiments/{int(exp)}/results.csv"

@@ -18,6 +18,11 @@ __all__ = [
     "ApiError",
     "Axis",
     "Dataset",
+    "EvalSuite",
+    "Experiment",
+    "ExperimentArm",
+    "ExperimentJob",
+    "Job",
     "Points",
     "Run",
     "Sample",
@@ -36,6 +41,7 @@ class Dataset(TypedDict, total=False):
     image_root: str | None
     sources: list[str]
     created_at: str
+    experiment_base_model: str | None  # what an experiment trains when it names no base model
 
 
 class Sample(TypedDict, total=False):
@@ -65,6 +71,23 @@ class Run(TypedDict, total=False):
     message: str | None
 
 
+class Job(TypedDict, total=False):
+    """Background work on the server (e.g. the demo's model training): `done` of `total` `unit`s."""
+
+    id: int
+    kind: str
+    status: str
+    done: int
+    total: int
+    unit: str
+    error: str | None
+    result: dict[str, Any] | None
+    dataset_id: int | None
+    message: str | None
+    created_at: str
+    updated_at: str
+
+
 class Axis(TypedDict, total=False):
     axis: str
     run_id: int
@@ -90,6 +113,103 @@ class SelectionPreview(TypedDict, total=False):
     summary: dict[str, Any]
     stats: dict[str, Any]
     population: int
+
+
+class EvalSuite(TypedDict, total=False):
+    """An eval suite an experiment may name; one with `error` is malformed and cannot be used."""
+
+    name: str
+    path: str
+    n_items: int
+    metrics: list[str]
+    types: list[str]
+    digest: str | None
+    error: str | None
+
+
+class ExperimentArm(TypedDict, total=False):
+    """A selection or curriculum the base model is trained on, or the equal-size random `control` of one."""
+
+    id: int
+    kind: str  # selection | curriculum | control
+    source_id: int | None
+    control_of: int | None
+    n: int
+    position: int
+    stage_sizes: list[int]
+    label: str
+
+
+class ExperimentJob(TypedDict, total=False):
+    """One arm trained with one seed, then evaluated: `step` of `total_steps` optimizer steps."""
+
+    id: int
+    arm_id: int
+    seed: int
+    status: str
+    step: int
+    total_steps: int
+    loss: float | None
+    samples_per_s: float | None
+    eta_s: float | None
+    error: str | None
+    phase: str | None
+
+
+class Delta(TypedDict, total=False):
+    """Arm minus `vs_arm_id` (its control, or another arm), with the 95% paired-bootstrap CI."""
+
+    vs_arm_id: int | None
+    mean: float | None
+    ci: list[float | None]
+    ci_includes_zero: bool | None
+    seeds: list[int]
+    n_items: int
+
+
+class ResultLevel(TypedDict, total=False):
+    """A metric over seeds: mean, 95% CI, per-seed values; `delta` against the control when there is one."""
+
+    mean: float | None
+    ci: list[float | None]
+    ci_method: str
+    per_seed: list[float | None]
+    seeds: list[int]
+    n_items: int
+    delta: Delta | None
+
+
+class ExperimentResult(ResultLevel, total=False):
+    arm_id: int
+    suite: str
+    metric: str
+    by_type: dict[str, ResultLevel]
+
+
+class Contrast(Delta, total=False):
+    """One non-control arm minus another."""
+
+    arm_id: int
+    suite: str
+    metric: str
+
+
+class Experiment(TypedDict, total=False):
+    id: int
+    dataset_id: int
+    name: str | None
+    status: str
+    base_model: str
+    seeds: list[int]
+    arms: list[ExperimentArm]
+    jobs: list[ExperimentJob]
+    results: list[ExperimentResult]
+    contrasts: list[Contrast]
+    control: str
+    train_params: dict[str, Any]
+    eval_suites: list[dict[str, Any]]
+    message: str | None
+    created_at: str | None
 
 
 class ApiError(Exception):

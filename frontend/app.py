@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -17,7 +19,7 @@ from frontend.callbacks import named_callback
 from frontend.components import alert
 from frontend.context import UiContext
 from frontend.errors import Outputs, describe
-from frontend.pages import curriculum, datasets, explore
+from frontend.pages import curriculum, datasets, experiments, explore, launch
 
 ASSETS = Path(__file__).parent / "assets"
 
@@ -30,7 +32,11 @@ PAGES: dict[str, tuple[str, Any]] = {
     "/datasets": ("Datasets", datasets),
     "/explore": ("Explore", explore),
     "/curriculum": ("Curriculum", curriculum),
+    "/experiments": ("Experiments", experiments),
 }
+# What the address may name besides the dataset, for the page it is on: Explore opens a saved selection
+# (?sel=ID), Experiments an experiment (?exp=ID). Another dataset picked in the header drops them.
+PAGE_QUERY = ("sel", "exp")
 DEFAULT_PATH = "/explore"
 
 
@@ -62,6 +68,8 @@ def create_app(
     datasets.register(app, ctx)
     explore.register(app, ctx)
     curriculum.register(app, ctx)
+    experiments.register(app, ctx)
+    launch.register(app, ctx)  # the "Train & compare with random" form of Explore and Curriculum
     app.server.config["QSPACE_UI_CONTEXT"] = ctx  # for tests and the mount
     return app
 
@@ -87,6 +95,7 @@ def shell(auth_required: bool) -> html.Div:
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.DATASET_STORE, storage_type="session"),
             dcc.Store(id=ids.SAVED_STORE, storage_type="session", data=[]),
+            dcc.Store(id=ids.CURRICULA_STORE, storage_type="session", data=[]),
             # An empty graph in the shell makes the browser fetch plotly.js while the first page is still
             # being routed, instead of after it (saves ~1 s on a cold load).
             dcc.Graph(
@@ -140,6 +149,19 @@ def _ds_from_search(search: str | None) -> int | None:
     q = parse_qs((search or "").lstrip("?"))
     raw = (q.get("ds") or [""])[0]
     return int(raw) if raw and raw.isdigit() else None
+
+
+def _page_query(search: str | None) -> dict[str, str]:
+    """The page's own parameters of the address (PAGE_QUERY), whole numbers only."""
+    q = parse_qs((search or "").lstrip("?"))
+    return {k: q[k][0] for k in PAGE_QUERY if q.get(k) and q[k][0].isdigit()}
+
+
+def _page_layout(module: Any, ctx: UiContext, ds: int | None, all_ds: list[Dataset], query: Mapping[str, str]) -> Any:
+    """The page's layout; a page whose layout takes `query` gets the address's page parameters."""
+    if "query" in inspect.signature(module.layout).parameters:
+        return module.layout(ctx, ds, all_ds, query=query)
+    return module.layout(ctx, ds, all_ds)
 
 
 def _nav(path: str, ds: int | None) -> list[Any]:
@@ -197,7 +219,8 @@ def _register_shell(app: Dash, ctx: UiContext) -> None:
         remembered_id = remembered.get("id") if isinstance(remembered, dict) else None
         ds = _choose(all_ds, wanted, remembered_id)
         options = [{"label": f"{d['name']}  ·  {d['n_samples']:,}", "value": int(d["id"])} for d in all_ds]
-        new_search = f"?{urlencode({'ds': ds})}" if ds is not None else ""
+        query = {} if trigger == ids.DATASET and ds != _ds_from_search(search) else _page_query(search)
+        new_search = f"?{urlencode({'ds': ds, **query})}" if ds is not None else ""
         entry = PAGES.get(path)
         if entry is None:
             page: Any = html.Div(
@@ -211,7 +234,7 @@ def _register_shell(app: Dash, ctx: UiContext) -> None:
         else:
             module = entry[1]
             try:
-                page = module.layout(ctx, ds, all_ds)
+                page = _page_layout(module, ctx, ds, all_ds, query)
             except Exception as exc:
                 page = html.Div([alert(describe(exc))], className="page-error")
         return {

@@ -36,6 +36,8 @@ RUNS_TABLE = "runs-table"
 RUNS_POLL = "runs-poll"
 RUN_CANCEL = "run-cancel"  # pattern-matching: {"type": RUN_CANCEL, "run": id}
 RUNS_ALERT = "runs-alert"
+JOBS_TABLE = "jobs-table"  # the dataset's background jobs (e.g. the demo's model training), above its runs
+JOB_CANCEL = "job-cancel"  # pattern-matching: {"type": JOB_CANCEL, "job": id}
 SCORERS_STORE = "scorers-store"
 
 # --- explore page ----------------------------------------------------------------------------------
@@ -56,6 +58,11 @@ EX_GRID = "explore-grid"  # pattern-matching: {"type": EX_GRID, "i": i, "j": j}
 EX_CLEAR = "explore-clear"
 EX_SETUP = "explore-setup"  # the explore page's small store: axes, labels, task types, prompts
 EX_META = "explore-meta-fields"  # categorical metadata fields and their values, loaded after the page
+EX_BODY = "explore-body"  # the waiting state's container: the plane page replaces it when the scores are in
+EX_WAIT_STATUS = "explore-wait-status"  # "still computing: training the demo models 40% · clip run #3 queued"
+EX_WAIT_POLL = "explore-wait-poll"  # the waiting state's interval (gone with it once the plane is drawn)
+EX_WAIT_DS = "explore-wait-ds"
+EX_WAIT_SHOW = "explore-wait-show"  # "show what is scored so far" (when the axes resolve already)
 
 SEL_TITLE = "sel-title"
 SEL_COUNT = "sel-count"
@@ -100,3 +107,31 @@ CU_ALERT = "cur-alert"
 CU_SELECTIONS = "cur-selections"
 CU_BUILD_SEL = "cur-build-selections"
 CU_SETUP = "cur-setup"
+
+# --- experiments: the launch form (explore and curriculum) and the experiments page -----------------
+CURRICULA_STORE = "curricula-store"  # ids of curricula built in this browser session (no list route)
+XP_OPEN_SELECTION = "xp-open-selection"  # "Train & compare with random" on explore's selection panel
+XP_OPEN_CURRICULUM = "xp-open-curriculum"  # the same on the curriculum page
+XP_DIALOG = "xp-dialog"  # the launch form, over the page
+XP_FORM_DS = "xp-form-ds"  # {"ds": id, "current": {recipe, name} | None}: the form's dataset, the unsaved arm
+XP_FORM_ARMS = "xp-form-arms"  # multi-select: "sel:ID", "cur:ID", "current" (the unsaved selection)
+XP_FORM_BASE = "xp-form-base"
+XP_FORM_SEEDS = "xp-form-seeds"
+XP_FORM_SUITES = "xp-form-suites"
+XP_FORM_PRESET = "xp-form-preset"
+XP_FORM_NAME = "xp-form-name"
+XP_FORM_START = "xp-form-start"
+XP_FORM_CLOSE = "xp-form-close"
+XP_FORM_STATUS = "xp-form-status"
+
+XP_SETUP = "xp-setup"  # {"ds": id, "exp": id | None}
+XP_LIST = "xp-list"
+XP_HEAD = "xp-head"  # the open experiment's name, status, downloads and cancel
+XP_CANCEL = "xp-cancel"
+XP_JOBS = "xp-jobs"
+XP_LOSS_GRAPH = "xp-loss-graph"
+XP_LOSS = "xp-loss"  # {job id: [[step, loss], ...]} seen by this page (the API keeps only the latest loss)
+XP_RESULTS = "xp-results"
+XP_RESULTS_KEY = "xp-results-key"  # which done jobs the drawn results cover (redrawn only when that changes)
+XP_POLL = "xp-poll"  # live progress; disabled when nothing is queued or running
+XP_ALERT = "xp-alert"

@@ -1,18 +1,26 @@
 """`qspace demo`: synthetic data, tiny models trained here, scored through the real queue - and the scores mean something.
 
-One pipeline run at a reduced size (1,000 samples; the models train on their own, full-size corpus), then the
-same command again, which must find everything cached and score nothing.
+The served command first, from nothing (1,000 samples; the models train on their own, full-size corpus): the app
+answers on the explore page while the models train in the background, then the runs score, all followed through
+the API. Then the synchronous pipeline (``--no-serve``) at the same size in another data directory, with the
+models that run trained (so they train once per module), and the same command again, which must find everything
+cached and score nothing.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import threading
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -72,10 +80,170 @@ def test_quality_figures_orientation() -> None:
     assert f["loss_sum_by_type"]["conversation"] == 10.0
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    """What a served `qspace demo` from an empty data directory showed, watched through its API."""
+
+    settings: Settings
+    lines: list[str] = field(default_factory=list)
+    url: str | None = None
+    dataset_id: int | None = None
+    seconds_to_page: float | None = None  # from the command's start until the explore page answered
+    job_then: dict[str, Any] | None = None  # the demo_models job when the page first answered
+    job_later: dict[str, Any] | None = None  # the same job a little later, still training
+    latency_s: list[float] = field(default_factory=list)  # API round trips while the models trained
+    job_end: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    rc: int | None = None
+    error: str | None = None
+
+    def log(self) -> str:
+        return "".join(self.lines) + (self.error or "")
+
+
+class _Lines:
+    """A child's stderr lines, read on a thread (into `into`), waited for by pattern."""
+
+    def __init__(self, stream: Any, into: list[str]) -> None:
+        self.lines = into
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _pump(self, stream: Any) -> None:
+        for line in stream:
+            with self.changed:
+                self.lines.append(line)
+                self.changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                for line in self.lines:
+                    m = re.search(pattern, line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.thread.is_alive():
+                    raise AssertionError(f"no line matching {pattern!r} within {timeout:.0f} s")
+                self.changed.wait(min(left, 1.0))
+
+
+def _until(what: str, check: Any, timeout: float, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, DemoResult, list[str]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """`qspace demo` served from an empty data directory, watched until both runs are scored, then Ctrl-C. Its
+    failures are recorded, not raised: the synchronous pipeline below trains the models itself then."""
+    out = Served(_settings(tmp_path_factory.mktemp("served") / "data"))
+    port = _free_port()
+    cmd = [sys.executable, "-m", "qspace", "demo", "--size", str(SIZE), "--no-open", "--no-progress"]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], cwd=REPO, env=_cli_env(out.settings), stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    lines = _Lines(proc.stderr, out.lines)
+    try:
+        m = lines.wait_for(r"open (http://\S+/explore\?ds=(\d+))", timeout=300)
+        out.url, out.dataset_id = m.group(1), int(m.group(2))
+        base = f"http://127.0.0.1:{port}/api"
+        with httpx.Client(timeout=30) as client:
+            page = client.get(out.url)
+            out.seconds_to_page = time.perf_counter() - t0
+            assert page.status_code == 200 and "<html" in page.text.lower(), page.text[:300]
+
+            def active_job() -> dict[str, Any] | None:
+                found = client.get(f"{base}/jobs", params={"dataset_id": out.dataset_id, "active": "true"}).json()
+                return found[0] if found else None
+
+            out.job_then = _until("an active demo_models job", active_job, timeout=120, every=0.2)
+            job_url = f"{base}/jobs/{out.job_then['id']}"
+            # The app answers while the models train: a few round trips, then the job has moved on.
+            for _ in range(20):
+                t = time.perf_counter()
+                client.get(f"{base}/datasets/{out.dataset_id}").raise_for_status()
+                client.get(job_url).raise_for_status()
+                out.latency_s.append((time.perf_counter() - t) / 2)
+                time.sleep(0.5)
+            first = out.job_then["done"]
+            out.job_later = _until(
+                "training progress", lambda: (j := client.get(job_url).json())["done"] > first and j, timeout=600
+            )
+
+            def scored() -> list[dict[str, Any]] | None:
+                runs = client.get(f"{base}/datasets/{out.dataset_id}/runs").json()
+                done = len(runs) == 2 and all(r["status"] == "done" for r in runs)
+                return runs if done else None
+
+            out.runs = _until("both runs scored", scored, timeout=2400, every=2.0)
+            out.job_end = client.get(job_url).json()
+            lines.wait_for("swapped images vs clean pairs", timeout=120)
+    except BaseException:
+        out.error = traceback.format_exc()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out.rc = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out.rc = proc.wait(10)
+        lines.thread.join(10)
+        proc.stderr.close()
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3000)
+def test_served_demo_answers_before_its_models_are_trained(served: Served) -> None:
+    assert served.error is None, served.log()
+    print("".join(served.lines), f"explore page after {served.seconds_to_page:.1f} s", served.latency_s, sep="\n")
+    # The explore page answered while the models were still to be trained...
+    job = served.job_then
+    assert job is not None and job["kind"] == "demo_models" and job["dataset_id"] == served.dataset_id, job
+    assert job["status"] in ("queued", "running") and job["unit"] == "step", job
+    assert job["total"] == 0 or job["done"] < job["total"], job
+    assert served.seconds_to_page is not None and served.seconds_to_page < 120, served.seconds_to_page
+    # ...and kept answering promptly while they trained (the trainer is a child process at a lower priority).
+    assert statistics.median(served.latency_s) < 0.5 and max(served.latency_s) < 5.0, served.latency_s
+    later = served.job_later
+    assert later is not None and later["status"] == "running" and 0 < later["done"] < later["total"], later
+    # The terminal said so, and followed the training (the trainer's lines) after the address was given.
+    out = "".join(served.lines)
+    assert out.index("qspace demo: open") < out.index("training the tiny CLIP and LLaVA in the background")
+    assert out.index("qspace demo: open") < out.index("CLIP  epoch  1/6")
+    # The job ended when the runs were posted; both scored every sample.
+    end = served.job_end
+    assert end is not None and end["status"] == "done" and end["done"] == end["total"] > 0, end
+    assert {k: end["result"]["runs"][k] for k in ("clip", "mllm_loss")} == {r["kind"]: r["id"] for r in served.runs}
+    assert all((r["done"], r["total"], r["errors"]) == (SIZE, SIZE, 0) for r in served.runs), served.runs
+    assert Path(end["result"]["clip"]).is_dir() and Path(end["result"]["llava"]).is_dir()
+    assert served.rc == 0, served.log()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory, served: Served) -> tuple[Settings, DemoResult, list[str]]:
     data_dir = tmp_path_factory.mktemp("demo") / "data"
     settings = _settings(data_dir)
+    trained = served.settings.data_dir / "models"
+    if trained.is_dir():  # the models the served demo trained (without them this run trains its own)
+        shutil.copytree(trained, data_dir / "models", ignore=shutil.ignore_patterns(".*"))
     lines: list[str] = []
     try:
         result = run_demo(

@@ -50,13 +50,14 @@ ensure_torchvision()
 
 import torch  # noqa: E402
 
-from workers.demo_models.clip import train_clip  # noqa: E402
+from workers.demo_models.clip import clip_steps, train_clip  # noqa: E402
 from workers.demo_models.corpus import load_corpus, split_corpus  # noqa: E402
-from workers.demo_models.llava import train_llava  # noqa: E402
+from workers.demo_models.llava import llava_steps, train_llava  # noqa: E402
 from workers.demo_models.recipe import (  # noqa: E402
     CODE_VERSION,
     THREADS,
     Log,
+    Progress,
     Recipe,
     parse_overrides,
     quiet,
@@ -97,10 +98,16 @@ def cached_models(models_root: Path, seed: int = 0, recipe: Recipe | None = None
 
 
 def ensure_demo_models(
-    models_root: Path, corpus_dir: Path, seed: int = 0, recipe: Recipe | None = None, log: Log | None = None
+    models_root: Path,
+    corpus_dir: Path,
+    seed: int = 0,
+    recipe: Recipe | None = None,
+    log: Log | None = None,
+    progress: Progress | None = None,
 ) -> DemoModels:
     """The demo's CLIP and LLaVA for (seed, recipe): from the cache, or trained now on the corpus in `corpus_dir`
-    (about 2.5 minutes on 2 cores).
+    (about 2.5 minutes on 2 cores). `progress` hears (steps done, steps in all) after each optimizer step; an
+    exception it raises stops the training (nothing is cached).
 
     Training writes into a temporary sibling folder that is renamed into place when complete, so an
     interrupted run leaves no half-written cache entry.
@@ -116,7 +123,7 @@ def ensure_demo_models(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = train_demo_models(corpus_dir, tmp, seed, recipe, say)
+        manifest = train_demo_models(corpus_dir, tmp, seed, recipe, say, progress)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         try:
             os.replace(tmp, folder)
@@ -130,20 +137,24 @@ def ensure_demo_models(
     return found
 
 
-def train_demo_models(corpus_dir: Path, out: Path, seed: int, recipe: Recipe, log: Log) -> dict[str, Any]:
+def train_demo_models(
+    corpus_dir: Path, out: Path, seed: int, recipe: Recipe, log: Log, progress: Progress | None = None
+) -> dict[str, Any]:
     """Train both models on the corpus in `corpus_dir` into ``out/clip`` and ``out/llava``; returns the manifest
-    (recipe, timings, losses)."""
+    (recipe, timings, losses). `progress` hears (steps done, steps in all) after each optimizer step."""
     t_start = time.perf_counter()
     with torch_threads(THREADS), quiet():
         corpus = load_corpus(corpus_dir)
         clip_part, llava_part = split_corpus(corpus, seed, recipe)
+        steps = _StepCounter(clip_steps(len(clip_part), recipe) + llava_steps(len(llava_part), recipe), progress)
+        steps.report()
         t0 = time.perf_counter()
         log(f"demo models: training the CLIP on {len(clip_part):,} image-text pairs")
-        clip_stats = train_clip(clip_part, out / "clip", seed, recipe, log)
+        clip_stats = train_clip(clip_part, out / "clip", seed, recipe, log, steps.step)
         t_clip = time.perf_counter() - t0
         t0 = time.perf_counter()
         log(f"demo models: training the LLaVA on {len(llava_part):,} conversations (image tower frozen)")
-        llava_stats = train_llava(llava_part, out / "clip", out / "llava", seed, recipe, log)
+        llava_stats = train_llava(llava_part, out / "clip", out / "llava", seed, recipe, log, steps.step)
         t_llava = time.perf_counter() - t0
     total = time.perf_counter() - t_start
     log(f"demo models: trained in {total:.0f} s (CLIP {t_clip:.0f} s, LLaVA {t_llava:.0f} s)")
@@ -156,6 +167,23 @@ def train_demo_models(corpus_dir: Path, out: Path, seed: int, recipe: Recipe, lo
         "seconds": {"total": round(total, 1), "clip": round(t_clip, 1), "llava": round(t_llava, 1)},
         "torch": torch.__version__,
     }
+
+
+class _StepCounter:
+    """Counts the optimizer steps of both models and tells `progress` after each."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total = total
+        self.done = 0
+        self.progress = progress
+
+    def step(self) -> None:
+        self.done += 1
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done, self.total)
 
 
 def _print(msg: str) -> None:

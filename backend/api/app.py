@@ -18,6 +18,7 @@ from backend.api.routers import (
     eval_suites,
     experiments,
     health,
+    jobs,
     runs,
     samples,
     scorers,
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(space.router, prefix="/api", dependencies=guarded)
     app.include_router(selections.router, prefix="/api", dependencies=guarded)
     app.include_router(curricula.router, prefix="/api", dependencies=guarded)
+    app.include_router(jobs.router, prefix="/api", dependencies=guarded)
     app.include_router(eval_suites.router, prefix="/api", dependencies=guarded)
     app.include_router(experiments.router, prefix="/api", dependencies=guarded)
 

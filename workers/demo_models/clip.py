@@ -19,7 +19,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from workers.demo_models.corpus import CorpusSample, answers_of, load_rgb  # noqa: E402
-from workers.demo_models.recipe import CLIP_NAME, Log, Recipe, lr_schedule  # noqa: E402
+from workers.demo_models.recipe import CLIP_NAME, Log, Recipe, Step, lr_schedule  # noqa: E402
 from workers.tiny_models import CLIP_WEIGHTS  # noqa: E402
 
 
@@ -44,8 +44,16 @@ def clip_config(recipe: Recipe) -> dict[str, Any]:
     return cfg
 
 
-def train_clip(corpus: Sequence[CorpusSample], out: Path, seed: int, recipe: Recipe, log: Log) -> dict[str, Any]:
-    """Contrastive training of a tiny open_clip model; saved as config JSON + safetensors in ``out``."""
+def clip_steps(n_samples: int, recipe: Recipe) -> int:
+    """Optimizer steps of :func:`train_clip` on `n_samples` pairs (whole batches only)."""
+    return (n_samples // recipe.clip_batch) * recipe.clip_epochs
+
+
+def train_clip(
+    corpus: Sequence[CorpusSample], out: Path, seed: int, recipe: Recipe, log: Log, on_step: Step | None = None
+) -> dict[str, Any]:
+    """Contrastive training of a tiny open_clip model; saved as config JSON + safetensors in ``out``.
+    `on_step` is called after each optimizer step."""
     import open_clip
     from safetensors.torch import save_file
 
@@ -80,7 +88,7 @@ def train_clip(corpus: Sequence[CorpusSample], out: Path, seed: int, recipe: Rec
     )
     n, b = len(corpus), recipe.clip_batch
     per_epoch = n // b
-    total = per_epoch * recipe.clip_epochs
+    total = clip_steps(n, recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, total))
     gen = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
@@ -112,6 +120,8 @@ def train_clip(corpus: Sequence[CorpusSample], out: Path, seed: int, recipe: Rec
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             running += loss.item()
+            if on_step is not None:
+                on_step()
         losses.append(running / per_epoch)
         elapsed = time.perf_counter() - t0
         log(f"  CLIP  epoch {epoch + 1:2d}/{recipe.clip_epochs}  contrastive loss {losses[-1]:.3f}  ({elapsed:.0f} s)")

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from workers.demo_models.corpus import CorpusSample, load_rgb  # noqa: E402
-from workers.demo_models.recipe import SPECIALS, Log, Recipe, lr_schedule  # noqa: E402
+from workers.demo_models.recipe import SPECIALS, Log, Recipe, Step, lr_schedule  # noqa: E402
 from workers.tiny_models import CLIP_WEIGHTS, IMAGE_TOKEN, train_bpe  # noqa: E402
 
 
@@ -180,10 +180,23 @@ def _length_batches(lengths: Sequence[int], batch: int, gen: torch.Generator) ->
     return [batches[i] for i in order]
 
 
+def llava_steps(n_samples: int, recipe: Recipe) -> int:
+    """Optimizer steps of :func:`train_llava` on `n_samples` conversations (every batch of
+    :func:`_length_batches`: windows are whole batches, so only the last batch is short)."""
+    return math.ceil(n_samples / recipe.llava_batch) * recipe.llava_epochs
+
+
 def train_llava(
-    corpus: Sequence[CorpusSample], clip_dir: Path, out: Path, seed: int, recipe: Recipe, log: Log
+    corpus: Sequence[CorpusSample],
+    clip_dir: Path,
+    out: Path,
+    seed: int,
+    recipe: Recipe,
+    log: Log,
+    on_step: Step | None = None,
 ) -> dict[str, Any]:
-    """Train the projector and the Llama on the answer tokens of the corpus; the image tower stays frozen."""
+    """Train the projector and the Llama on the answer tokens of the corpus; the image tower stays frozen.
+    `on_step` is called after each optimizer step."""
     from backend.scorer_specs import ScoreItem
 
     model, processor = build_llava(corpus, clip_dir, seed, recipe)
@@ -216,8 +229,7 @@ def train_llava(
     opt = torch.optim.AdamW(groups, lr=recipe.llava_lr, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(seed + 2)
     lengths = [len(s.ids) for s in seqs]
-    per_epoch = math.ceil(len(seqs) / recipe.llava_batch)
-    total = per_epoch * recipe.llava_epochs
+    total = llava_steps(len(seqs), recipe)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_schedule(s, total))
     embed = core.language_model.get_input_embeddings()
     model.train()
@@ -251,6 +263,8 @@ def train_llava(
             sched.step()
             tot_loss += loss.item() * len(rows)
             tot_tokens += len(rows)
+            if on_step is not None:
+                on_step()
         losses.append(tot_loss / tot_tokens)
         log(
             f"  LLaVA epoch {epoch + 1:2d}/{recipe.llava_epochs}  answer-token loss {losses[-1]:.3f}  "

@@ -26,6 +26,8 @@ THREADS = 2
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 
 Log = Callable[[str], None]
+Step = Callable[[], None]  # called after each optimizer step (progress only: it never touches the weights)
+Progress = Callable[[int, int], None]  # (steps done, steps in all) of both models' training
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ def register(app: Dash, ctx: UiContext) -> None:
 
     @named_callback(
         app,
-        output={"result": Output(ids.CU_RESULT, "children")},
+        output={"result": Output(ids.CU_RESULT, "children"), "built": Output(ids.CURRICULA_STORE, "data")},
         inputs={
             "build_clicks": Input(ids.CU_BUILD, "n_clicks"),
             "from_selections_clicks": Input(ids.CU_BUILD_SEL, "n_clicks"),
@@ -131,6 +131,7 @@ def register(app: Dash, ctx: UiContext) -> None:
             "selections": State(ids.CU_SELECTIONS, "value"),
             "setup": State(ids.CU_SETUP, "data"),
             "token": State(ids.TOKEN, "value"),
+            "built_before": State(ids.CURRICULA_STORE, "data"),
         },
         alert="result",
         prevent_initial_call=True,
@@ -144,9 +145,12 @@ def register(app: Dash, ctx: UiContext) -> None:
         selections: list[int] | None,
         setup: dict[str, Any],
         token: str | None,
+        built_before: list[int] | None,
         **fields: Any,
     ) -> Outputs:
-        if not setup:
+        # The session's curricula store lives in the shell, so Dash also calls this when the page arrives (before
+        # any click): build nothing then.
+        if not setup or not (build_clicks or from_selections_clicks):
             raise PreventUpdate
         ds = int(setup["ds"])
         body: dict[str, Any] = {"x": x, "y": y}
@@ -164,4 +168,5 @@ def register(app: Dash, ctx: UiContext) -> None:
         cur = ctx.api.create_curriculum(ds, body, token=token or None)
         if not cur.get("stages"):
             cur = ctx.api.curriculum(int(cur["id"]))
-        return {"result": panels.curriculum_card(cur)}
+        # Remembered in the browser session: the experiment form offers it as an arm (the API lists no curricula).
+        return {"result": panels.curriculum_card(cur), "built": [*(built_before or []), int(cur["id"])]}

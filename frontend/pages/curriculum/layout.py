@@ -13,6 +13,7 @@ from frontend.context import UiContext
 from frontend.figures import GRAPH_CONFIG, empty_figure
 from frontend.pages.axes import axis_choices, default_axes
 from frontend.pages.curriculum.builder import builder_defaults
+from frontend.pages.launch import launch_button, launch_dialog
 
 
 def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
@@ -95,12 +96,22 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
         dcc.Dropdown(id=ids.CU_SELECTIONS, options=[], value=[], multi=True, placeholder="selection for stage 1, 2, …"),
         html.Button("Build from selections", id=ids.CU_BUILD_SEL, className="btn", n_clicks=0),
     )
+    experiment = card(
+        "Train & compare with random",
+        html.P(
+            "Train the base model on the curriculum built last (stages in order) and on a random control with the "
+            "same stage sizes, per seed, and compare them on eval suites. Saved selections can be arms too.",
+            className="hint",
+        ),
+        launch_button(ids.XP_OPEN_CURRICULUM),
+    )
     return html.Div(
         [
             dcc.Store(id=ids.CU_SETUP, data=setup),
+            launch_dialog(),
             html.Div(
                 [
-                    html.Div([builder, from_selections], className="controls wide"),
+                    html.Div([builder, from_selections, experiment], className="controls wide"),
                     html.Div(
                         [
                             card(

@@ -16,7 +16,7 @@ from frontend.components import alert
 from frontend.context import UiContext
 from frontend.errors import Outputs, describe
 from frontend.forms import form_fields, params_from_form
-from frontend.pages.datasets.panels import ACTIVE, param_form, run_rows
+from frontend.pages.datasets.panels import ACTIVE, job_rows, param_form, run_rows
 
 
 def register(app: Dash, ctx: UiContext) -> None:
@@ -81,18 +81,23 @@ def register(app: Dash, ctx: UiContext) -> None:
         app,
         output={
             "runs": Output(ids.RUNS_TABLE, "children"),
+            "jobs": Output(ids.JOBS_TABLE, "children"),
             "poll_off": Output(ids.RUNS_POLL, "disabled"),
             "alert": Output(ids.RUNS_ALERT, "children"),
         },
         inputs={
             "ticks": Input(ids.RUNS_POLL, "n_intervals"),
             "cancels": Input({"type": ids.RUN_CANCEL, "run": ALL}, "n_clicks"),
+            "job_cancels": Input({"type": ids.JOB_CANCEL, "job": ALL}, "n_clicks"),
         },
         state={"store": State(ids.SCORERS_STORE, "data"), "token": State(ids.TOKEN, "value")},
         alert="alert",
         prevent_initial_call=True,
     )
-    def poll(ticks: int, cancels: list[int], store: dict[str, Any], token: str | None) -> Outputs:
+    def poll(
+        ticks: int, cancels: list[int], job_cancels: list[int], store: dict[str, Any], token: str | None
+    ) -> Outputs:
+        """Runs and background jobs, refreshed while one of them moves; Cancel on either."""
         if not store or store.get("ds") is None:
             raise PreventUpdate
         trig = callback_context.triggered_id
@@ -102,9 +107,18 @@ def register(app: Dash, ctx: UiContext) -> None:
                 raise PreventUpdate
             run = ctx.api.cancel_run(int(trig["run"]), token=token or None)
             note = alert(f"Run #{run['id']} is {run.get('status', 'cancelled')}.", "info")
+        elif isinstance(trig, dict) and trig.get("type") == ids.JOB_CANCEL:
+            if not any(job_cancels):
+                raise PreventUpdate
+            job = ctx.api.cancel_job(int(trig["job"]), token=token or None)
+            note = alert(f"Job #{job['id']} is {job.get('status', 'cancelled')}.", "info")
         runs = ctx.api.runs(int(store["ds"]))
-        active = any(r.get("status") in ACTIVE for r in runs)
-        return {"runs": run_rows(runs), "poll_off": not active, "alert": note}
+        try:
+            jobs = ctx.api.jobs(int(store["ds"]))
+        except ApiError:
+            jobs = []
+        active = any(x.get("status") in ACTIVE for x in [*runs, *jobs])
+        return {"runs": run_rows(runs), "jobs": job_rows(jobs), "poll_off": not active, "alert": note}
 
     @named_callback(
         app,

@@ -1,4 +1,5 @@
-"""Datasets' layout: the datasets table, the scorer form, the runs (polled while one is active), ingest."""
+"""Datasets' layout: the datasets table, the scorer form, the background jobs and the runs (polled while one is
+active), ingest."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Any
 from dash import dcc, html
 
 from frontend import ids
-from frontend.api_shapes import ApiError, Dataset, Run
+from frontend.api_shapes import ApiError, Dataset, Job, Run
 from frontend.components import alert, card
 from frontend.context import UiContext
 from frontend.errors import describe
-from frontend.pages.datasets.panels import ACTIVE, dataset_rows, param_form, run_rows
+from frontend.pages.datasets.panels import ACTIVE, dataset_rows, job_rows, param_form, run_rows
 
 POLL_MS = 1000
 
@@ -24,12 +25,17 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
     except ApiError as exc:
         scorers, scorer_error = [], describe(exc)
     runs: list[Run] = []
+    jobs: list[Job] = []
     runs_error = None
     if ds is not None:
         try:
             runs = ctx.api.runs(ds)
         except ApiError as exc:
             runs_error = describe(exc)
+        try:
+            jobs = ctx.api.jobs(ds)
+        except ApiError:
+            jobs = []  # an API without jobs: the runs are all there is to show
     kinds = [s["kind"] for s in scorers]
     default_kind = "clip" if "clip" in kinds else (kinds[0] if kinds else None)
     ingest = card(
@@ -82,18 +88,27 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
             html.Button("Start run", id=ids.RUN_SUBMIT, className="btn btn-primary", n_clicks=0),
             html.Div(id=ids.RUN_RESULT),
         )
+    moving = any(r.get("status") in ACTIVE for r in [*runs, *jobs])
     runs_card = card(
         "Runs",
         html.Div(id=ids.RUNS_ALERT, children=alert(runs_error)),
+        html.Div(id=ids.JOBS_TABLE, children=job_rows(jobs), className="runs jobs"),
         html.Div(id=ids.RUNS_TABLE, children=run_rows(runs) if ds is not None else None, className="runs"),
-        dcc.Interval(id=ids.RUNS_POLL, interval=POLL_MS, disabled=not any(r.get("status") in ACTIVE for r in runs)),
+        dcc.Interval(id=ids.RUNS_POLL, interval=POLL_MS, disabled=not moving),
     )
     return html.Div(
         [
             dcc.Store(id=ids.SCORERS_STORE, data={"ds": ds, "kinds": kinds}),
             card("Datasets", html.Div(id=ids.DS_TABLE, children=dataset_rows(all_ds, ds)), html.Div(id=ids.DS_ALERT)),
             html.Div(
-                [html.Div([run_card, runs_card], className="col-main"), html.Div([ingest], className="col-side")],
+                [
+                    html.Div(
+                        # While work moves, its progress comes first (where "Watch the progress" leads).
+                        [runs_card, run_card] if moving else [run_card, runs_card],
+                        className="col-main",
+                    ),
+                    html.Div([ingest], className="col-side"),
+                ],
                 className="two-col",
             ),
         ],

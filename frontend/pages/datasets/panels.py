@@ -1,5 +1,5 @@
 """Datasets' panels: the datasets table, a scorer's parameter form (from its JSON schema), the runs with
-their progress."""
+their progress, and the background jobs (e.g. the demo's model training) above them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 from dash import dcc, html
 
 from frontend import ids
-from frontend.api_shapes import Dataset, Run
+from frontend.api_shapes import Dataset, Job, Run
 from frontend.components import fmt_duration, fmt_num, progress_bar, task_chip
 from frontend.figures import category_colors
 from frontend.forms import ParamField, form_fields
+from frontend.pages.pending import ACTIVE, job_label, jobs_to_show, percent
 
-ACTIVE = ("queued", "running")  # run statuses that still move: the page polls while one is shown
+__all__ = ["ACTIVE", "dataset_rows", "field_input", "job_rows", "param_form", "run_rows"]
 
 
 def dataset_rows(all_ds: list[Dataset], current: int | None) -> Any:
@@ -187,6 +188,55 @@ def run_rows(runs: list[Run]) -> Any:
                 ],
                 className="run",
                 id=f"run-{r['id']}",
+            )
+        )
+    return rows
+
+
+def job_rows(jobs: list[Job]) -> list[Any]:
+    """The dataset's background jobs that matter now (active ones, and the newest of a kind when it failed):
+    what they do, a progress bar, where they are, a Cancel for active ones."""
+    rows = []
+    for j in jobs_to_show(jobs):
+        status = str(j.get("status", ""))
+        done, total = int(j.get("done") or 0), int(j.get("total") or 0)
+        share = percent(done, total)
+        cancel = (
+            html.Button(
+                "Cancel",
+                id={"type": ids.JOB_CANCEL, "job": int(j["id"])},
+                className="btn btn-small btn-danger",
+                n_clicks=0,
+            )
+            if status in ACTIVE
+            else None
+        )
+        unit = str(j.get("unit") or "")
+        rows.append(
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Span(f"job #{j['id']}", className="muted"),
+                            html.B(job_label(j)),
+                            html.Span(status, className=f"badge badge-{status}"),
+                            cancel,
+                        ],
+                        className="run-head",
+                    ),
+                    progress_bar(done, total, status),
+                    html.Div(
+                        [
+                            html.Span(f"{done:,} / {total:,} {unit}".rstrip() if total else "starting"),
+                            html.Span(f"{share:.0f}%" if share is not None else ""),
+                            html.Span(str(j.get("message") or ""), className="muted job-message"),
+                        ],
+                        className="run-stats",
+                    ),
+                    html.Div(str(j["error"]), className="run-message") if j.get("error") else None,
+                ],
+                className="run job",
+                id=f"job-{j['id']}",
             )
         )
     return rows

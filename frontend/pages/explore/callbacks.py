@@ -25,6 +25,7 @@ from frontend.pages.explore.query import (
     preview_page,
     selection_body,
 )
+from frontend.pages.explore.waiting import register_waiting
 
 MAX_META_VALUES = 24  # a metadata field with more values than this is not offered as a colour
 
@@ -34,6 +35,7 @@ def register(app: Dash, ctx: UiContext) -> None:
     _register_plane(app, ctx)
     _register_selection(app, ctx)
     _register_detail(app, ctx)
+    register_waiting(app, ctx)
 
 
 def _register_browser_side(app: Dash) -> None:
@@ -296,8 +298,9 @@ def _register_selection(app: Dash, ctx: UiContext) -> None:
     @named_callback(
         app,
         output={"rows": Output(ids.SEL_SAVED, "children")},
-        inputs={"saved_ids": Input(ids.SAVED_STORE, "data")},
-        state={"setup": State(ids.EX_SETUP, "data")},
+        # The page's setup is an input: the list fills when the page arrives by an in-app link too (the store
+        # lives in the shell, so it does not change then).
+        inputs={"saved_ids": Input(ids.SAVED_STORE, "data"), "setup": Input(ids.EX_SETUP, "data")},
         alert="rows",
     )
     def saved_list(saved_ids: list[int] | None, setup: dict[str, Any]) -> Outputs:

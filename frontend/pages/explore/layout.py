@@ -2,29 +2,78 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from dash import dcc, html
 
 from frontend import ids
-from frontend.api_shapes import Dataset
+from frontend.api_shapes import ApiError, Dataset, Job
 from frontend.components import card, empty_state, number_input
 from frontend.context import UiContext
 from frontend.figures import GRAPH_CONFIG, category_colors, empty_figure
 from frontend.pages.axes import axis_choices, default_axes
-from frontend.pages.explore.panels import detail_overlay, gallery, selection_panel
+from frontend.pages.explore.opened import Opened, opened_selection
+from frontend.pages.explore.panels import computing_panel, detail_overlay, gallery, selection_panel
 from frontend.pages.explore.query import color_options
+from frontend.pages.launch import launch_dialog
+from frontend.pages.pending import awaited
+
+WAIT_POLL_MS = 2000  # how often the waiting state asks whether the plane can be drawn
 
 
-def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
+def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset], query: Mapping[str, str] | None = None) -> Any:
+    """The page for dataset `ds`; `?sel=ID` in the address (`query`) opens that saved selection on the plane."""
     if ds is None:
         return empty_state(
             "No dataset yet", "Ingest a LLaVA-format dataset first, then score it.", "/datasets", "Go to Datasets"
         )
-    dataset = next(d for d in all_ds if int(d["id"]) == ds)
-    axes = ctx.api.axes(ds)
-    options, labels, shortcut = axis_choices(axes)
-    if not options:
+    return explore_view(ctx, next(d for d in all_ds if int(d["id"]) == ds), query)
+
+
+@dataclass
+class PlaneAxes:
+    """The axes the plane can draw: dropdown options of finished runs' metrics, their labels, the paper's
+    shortcuts (clip, loss), and the default pair (None where it does not resolve)."""
+
+    options: list[dict[str, str]]
+    labels: dict[str, str]
+    shortcut: dict[str, str]
+    x: str | None
+    y: str | None
+
+    @property
+    def resolvable(self) -> bool:
+        return self.x is not None and self.y is not None
+
+
+def plane_axes(ctx: UiContext, ds: int) -> PlaneAxes:
+    options, labels, shortcut = axis_choices(ctx.api.axes(ds))
+    return PlaneAxes(options, labels, shortcut, *default_axes(options, shortcut))
+
+
+def still_computing(ctx: UiContext, ds: int, axes: PlaneAxes) -> list[str]:
+    """What the default plane waits for, in words ([] when it can be drawn now; frontend.pages.pending)."""
+    return awaited(axes.shortcut, ctx.api.runs(ds), dataset_jobs(ctx, ds), resolvable=axes.resolvable)
+
+
+def explore_view(ctx: UiContext, dataset: Dataset, query: Mapping[str, str] | None = None) -> Any:
+    """The plane page; or, while the work that gives the plane its axes is still going on (a scorer run, the
+    demo's model training), the waiting state, which polls until it can draw the plane; or the way to a first
+    run when nothing is scored."""
+    ds = int(dataset["id"])
+    axes = plane_axes(ctx, ds)
+    parts = still_computing(ctx, ds, axes)
+    if parts:
+        return computing_panel(dataset, parts, can_show=bool(axes.options), poll_ms=WAIT_POLL_MS)
+    return plane_page(dataset, axes, opened_selection(ctx, ds, query, axes.options))
+
+
+def plane_page(dataset: Dataset, axes: PlaneAxes, opened: Opened | None = None) -> Any:
+    """The controls, the plane, the selection column, the gallery (or, with no axis at all, the way to a run)."""
+    ds = int(dataset["id"])
+    if not axes.options:
         return empty_state(
             f"{dataset['name']}: nothing scored yet",
             "The plane needs at least one finished scorer run (CLIP and MLLM loss, as in the paper). "
@@ -32,35 +81,54 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
             f"/datasets?ds={ds}",
             "Start a scorer run",
         )
-    x, y = default_axes(options, shortcut)
     task_types = list((dataset.get("task_types") or {}).keys())
     setup = {
         "ds": ds,
         "n": int(dataset.get("n_samples", 0)),
-        "labels": labels,
+        "labels": axes.labels,
         "task_types": task_types,
         "task_counts": dataset.get("task_types") or {},
         "meta_fields": {},  # filled by the EX_META store once loaded (a scan of every sample's metadata)
-        "axis_options": options,
+        "axis_options": axes.options,
     }
     return html.Div(
         [
             dcc.Store(id=ids.EX_SETUP, data=setup),
             dcc.Store(id=ids.EX_META, data=None),
-            dcc.Store(id=ids.EX_REGION, data=None),
+            dcc.Store(id=ids.EX_REGION, data=opened.region if opened else None),
             dcc.Store(id=ids.SEL_RECIPE, data=None),
             dcc.Store(id=ids.GALLERY_PAGE, data=0),
             dcc.Store(id=ids.DETAIL_ID, data=None),
-            html.Div([controls(dataset, options, x, y), plot(), selection_panel()], className="explore-grid"),
+            html.Div(
+                [
+                    controls(dataset, axes.options, opened.x, opened.y, opened.task_types)
+                    if opened
+                    else controls(dataset, axes.options, axes.x, axes.y),
+                    plot(),
+                    selection_panel(),
+                ],
+                className="explore-grid",
+            ),
             gallery(),
             detail_overlay(),
+            launch_dialog(),
         ],
         className="explore",
     )
 
 
-def controls(dataset: Dataset, options: list[dict[str, str]], x: str | None, y: str | None) -> html.Div:
-    """The left column: axes and colour, the task-type filter (and contours), the region presets."""
+def dataset_jobs(ctx: UiContext, ds: int) -> list[Job]:
+    """The dataset's active background jobs ([] from an API without jobs: the page works without them)."""
+    try:
+        return ctx.api.jobs(ds, active=True)
+    except ApiError:
+        return []
+
+
+def controls(
+    dataset: Dataset, options: list[dict[str, str]], x: str | None, y: str | None, tasks: list[str] | None = None
+) -> html.Div:
+    """The left column: axes and colour, the task-type filter (`tasks` ticked; None: all), the region presets."""
     task_types = list((dataset.get("task_types") or {}).keys())
     return html.Div(
         [
@@ -92,7 +160,7 @@ def controls(dataset: Dataset, options: list[dict[str, str]], x: str | None, y: 
                 dcc.Checklist(
                     id=ids.EX_TASKS,
                     options=task_options(dataset),
-                    value=task_types,
+                    value=task_types if tasks is None else [t for t in task_types if t in tasks],
                     className="checklist",
                     inputClassName="check",
                 ),

@@ -9,13 +9,64 @@ import numpy as np
 from dash import dcc, html
 
 from frontend import ids
-from frontend.api_shapes import Sample, SelectionPreview
+from frontend.api_shapes import Dataset, Sample, SelectionPreview
 from frontend.components import card, data_attr, export_links, fmt_num, gallery_card, number_input, task_chip
 from frontend.context import UiContext
 from frontend.figures import category_colors, shares
 from frontend.pages.axes import metric_name
 from frontend.pages.explore.query import PAGE_SIZE
+from frontend.pages.launch import launch_button
 from frontend.pages.saved import saved_selections
+from frontend.pages.tested import dataset_marks, saved_extras
+
+
+def computing_panel(dataset: Dataset, parts: list[str], can_show: bool, poll_ms: int) -> html.Div:
+    """What the page shows while the work that gives the plane its axes goes on: what is still being computed
+    (refreshed by the waiting callback), where to watch it, and (when some axes are there) a way to look now.
+    The page polls while it is shown; the plane replaces it, without a reload, when the scores are in."""
+    ds = int(dataset["id"])
+    return html.Div(
+        [
+            html.Div(
+                [
+                    html.H2(f"{dataset.get('name', ds)}: still computing"),
+                    html.P(computing_status(parts), id=ids.EX_WAIT_STATUS, className="computing-status"),
+                    html.P(
+                        "The plane appears here by itself as soon as the scores are in; the Datasets page shows "
+                        "the progress.",
+                        className="hint",
+                    ),
+                    html.Div(
+                        [
+                            dcc.Link("Watch the progress", href=f"/datasets?ds={ds}", className="btn btn-primary"),
+                            html.Button(
+                                "Show what is scored so far",
+                                id=ids.EX_WAIT_SHOW,
+                                className="btn",
+                                n_clicks=0,
+                                style=show_now_style(can_show),
+                            ),
+                        ],
+                        className="btn-row",
+                    ),
+                ],
+                className="empty-state computing",
+            ),
+            dcc.Interval(id=ids.EX_WAIT_POLL, interval=poll_ms),
+            dcc.Store(id=ids.EX_WAIT_DS, data=ds),
+        ],
+        id=ids.EX_BODY,
+    )
+
+
+def show_now_style(can_show: bool) -> dict[str, str]:
+    """The "show what is scored so far" button: shown once some axis is there."""
+    return {} if can_show else {"display": "none"}
+
+
+def computing_status(parts: list[str]) -> str:
+    """'still computing: training the demo models 40% · clip run #3 queued'."""
+    return "still computing: " + " \u00b7 ".join(parts)
 
 
 def selection_panel() -> html.Div:
@@ -60,6 +111,7 @@ def selection_panel() -> html.Div:
                     ],
                     className="inline",
                 ),
+                launch_button(ids.XP_OPEN_SELECTION),
                 html.Div(id=ids.SEL_STATUS),
                 html.Div(id=ids.SEL_SAVED, className="saved"),
             ),
@@ -160,14 +212,17 @@ def meta_value_options(values: list[Any]) -> list[dict[str, Any]]:
 
 
 def saved_rows(ctx: UiContext, ds: int, session_ids: list[int] | None = None) -> list[Any]:
-    """The dataset's saved selections, newest first (eight at most), with download links."""
+    """The dataset's saved selections, newest first (eight at most), with download links, a link that opens each
+    on the plane, and a mark per experiment that has results for it."""
     saved = saved_selections(ctx, ds, session_ids)
     if not saved:
         return [html.P("Nothing saved yet. Saved selections become curriculum stages and downloads.", className="hint")]
+    marks = dataset_marks(ctx, ds)
     rows = []
     for s in saved[:8]:
         name = s.get("name") or f"selection #{s['id']}"
         rows.append(export_links(int(s["id"]), f"#{s['id']} {name} · {int(s.get('count', 0)):,}"))
+        rows.append(saved_extras(ds, int(s["id"]), marks))
     return rows
 
 
