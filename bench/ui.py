@@ -87,7 +87,7 @@ def serve(root: Path, port: int) -> None:
 def seed(root: Path, n: int) -> int:
     from backend.db import make_engine
     from backend.migrate import upgrade
-    from tests.browser.seeding import seed_big
+    from tests.seeding import seed_big
 
     marker = root / f"seeded-{n}.json"
     if marker.exists():

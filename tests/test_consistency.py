@@ -14,7 +14,7 @@ from backend.migrate import current, downgrade, head, upgrade
 from backend.models import Curriculum, CurriculumStage, Dataset, Run, Sample, Score, Selection
 from backend.settings import Settings
 from tests.live_server import served
-from tests.seed import seed_scored
+from tests.seeding import seed_scored
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLES = (Dataset, Sample, Run, Score, Selection, Curriculum, CurriculumStage)

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.live_server import served
-from tests.seed import seed_scored
+from tests.seeding import seed_scored
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,7 +24,7 @@ from backend.queue import QueueUnavailable
 from backend.queue.jobs import beat, claim_job, finish_job, record_suite
 from backend.queue.progress import utcnow
 from backend.settings import Settings
-from tests.seed import Seeded, seed_scored
+from tests.seeding import Seeded, seed_scored
 
 
 class FakeQueue:

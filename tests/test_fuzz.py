@@ -13,7 +13,7 @@ from backend.api.app import create_app
 from backend.db import make_engine, make_session_factory
 from backend.migrate import upgrade
 from backend.settings import Settings
-from tests.seed import seed_scored
+from tests.seeding import seed_scored
 
 
 @pytest.fixture(scope="module")

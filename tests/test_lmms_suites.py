@@ -18,7 +18,7 @@ from backend.api.app import create_app
 from backend.eval_suites import UnknownSuite, find_suite, list_suites
 from backend.lmms_specs import LmmsSuite, lmms_task_digest, local_task_index
 from backend.settings import Settings
-from tests.seed import seed_scored
+from tests.seeding import seed_scored
 from tests.test_experiments_api import FakeQueue, write_base
 
 TEMPLATE = """dataset_path: json

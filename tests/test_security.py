@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.api.app import create_app
 from backend.models import Dataset, Sample
 from backend.settings import Settings
-from tests.seed import Seeded, seed_scored
+from tests.seeding import Seeded, seed_scored
 
 
 @pytest.fixture

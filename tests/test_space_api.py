@@ -18,7 +18,7 @@ from backend.api.app import create_app
 from backend.ingest import IngestOptions, ingest
 from backend.models import Sample
 from backend.settings import Settings
-from tests.seed import Seeded, seed_scored
+from tests.seeding import Seeded, seed_scored
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db import make_engine, make_session_factory
 from backend.settings import Settings
 from qspace.server import build_app
-from tests.browser.seeding import Seeded, add_runs, seed_svit
+from tests.seeding import SeededPlane, add_runs, seed_svit
 
 CHROMIUM = os.environ.get("QSPACE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -48,7 +48,7 @@ class Live:
     base_url: str
     settings: Settings
     factory: sessionmaker[Session]
-    seeded: Seeded
+    seeded: SeededPlane
     hostile_ds: int
     root: Path
 

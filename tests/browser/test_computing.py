@@ -20,7 +20,7 @@ from backend.models import Run
 from frontend import ids
 from qspace.synthetic import TASK_TYPES, make_svit_like
 from tests.browser.conftest import Live, Traffic
-from tests.browser.seeding import add_runs
+from tests.seeding import add_runs
 
 pytestmark = pytest.mark.browser
 

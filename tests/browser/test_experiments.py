@@ -24,8 +24,8 @@ from backend.ingest import IngestOptions, ingest
 from frontend import ids
 from qspace.synthetic import TASK_TYPES, make_svit_like
 from tests.browser.conftest import DASH_UPDATE, Live, Traffic
-from tests.browser.seeding import add_runs
 from tests.queue_helpers import start_worker, stop_worker, wait_ready
+from tests.seeding import add_runs
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,8 +1,11 @@
-"""Seed the store for UI tests and the UI bench: a dataset plus finished `clip` and `mllm_loss` runs.
+"""The one seeding module of the tests and benches: datasets written straight into the store with finished `clip`
+and `mllm_loss` runs whose scores are synthetic (only tests and benches write to the store directly; the UI and
+scripts go through the REST API).
 
-Only tests and the bench write to the store directly; the UI itself talks to the REST API.
-Scores are synthetic but shaped like the paper's plane: detail descriptions sit at high loss, referring
-QA at low loss, swapped images at low CLIP similarity.
+- `seed_scored`: a small LLaVA-shaped dataset (JSON, no real images), normal/gamma scores, a few error rows.
+- `seed_svit`: an SVIT-like dataset with real images (`qspace.synthetic`), scores shaped like the paper's plane:
+  detail descriptions at high loss, referring QA at low loss, swapped images at low CLIP similarity.
+- `seed_big`: up to millions of samples by bulk insert (the UI and scale benches).
 """
 
 from __future__ import annotations
@@ -22,16 +25,124 @@ from backend.models import Dataset, Run, Sample, Score
 from backend.task_types import load_prompts
 from qspace.synthetic import TASK_TYPE_PROMPTS, TASK_TYPES, make_svit_like
 
+TASKS = ("conversation", "complex_reasoning", "detail_description", "referring_qa")
 LOSS_BASE = {"detail_description": 3.2, "complex_reasoning": 2.6, "conversation": 2.1, "referring_qa": 0.9}
 
 
 @dataclass
 class Seeded:
+    """What `seed_scored` wrote, with the scores it gave, to compare the API's answers with."""
+
+    dataset_id: int
+    clip_run: int
+    loss_run: int
+    sample_ids: list[int]
+    clip: dict[int, float]
+    loss: dict[int, float]
+    errors: set[int]
+    path: Path
+
+
+@dataclass
+class SeededPlane:
+    """What `seed_svit` / `seed_big` wrote."""
+
     dataset_id: int
     clip_run: int
     loss_run: int
     n: int
     image_root: Path | None = None
+
+
+def finished_runs(
+    session: Session, dataset_id: int, n: int, keys: tuple[str, str], models: tuple[str, str], **extra: Any
+) -> tuple[Run, Run]:
+    """A finished `clip` run and a finished `mllm_loss` run of `n` samples (flushed: their ids are set)."""
+    runs = tuple(
+        Run(dataset_id=dataset_id, kind=kind, params={"model": model}, scorer_key=key, status="done", total=n, done=n,
+            **extra)
+        for kind, key, model in zip(("clip", "mllm_loss"), keys, models, strict=True)
+    )  # fmt: skip
+    session.add_all(runs)
+    session.flush()
+    return runs[0], runs[1]
+
+
+def loss_row(run_id: int, sample_id: int, loss_sum: float, tokens: int) -> dict[str, Any]:
+    """An `mllm_loss` score row with the scorer's four metrics."""
+    return {
+        "run_id": run_id,
+        "sample_id": sample_id,
+        "error": None,
+        "metrics": {
+            "loss_sum": loss_sum,
+            "loss_mean": loss_sum / tokens,
+            "tokens": tokens,
+            "perplexity": float(np.exp(loss_sum / tokens)),
+        },
+    }
+
+
+def clip_row(run_id: int, sample_id: int, similarity: float | None, error: str | None = None) -> dict[str, Any]:
+    metrics = None if similarity is None else {"similarity": similarity}
+    return {"run_id": run_id, "sample_id": sample_id, "metrics": metrics, "error": error}
+
+
+# --- seed_scored ---------------------------------------------------------------------------------------------
+
+def write_dataset(root: Path, n: int, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        task = TASKS[i % len(TASKS)]
+        rec: dict[str, object] = {
+            "id": f"{task}-{i}",
+            "conversations": [
+                {"from": "human", "value": f"<image>\nQuestion {i} about <b>the</b> picture?"},
+                {"from": "gpt", "value": " ".join(["word"] * int(rng.integers(1, 40)))},
+            ],
+            "task": task,
+            "defect": "none" if i % 5 else "swapped_image",
+        }
+        if i % 17 == 0:
+            rec.pop("conversations")
+            rec["conversations"] = [{"from": "human", "value": "text only"}, {"from": "gpt", "value": "yes"}]
+        else:
+            rec["image"] = f"images/{i % 7}.jpg" if i % 23 else [f"images/{i % 7}.jpg", "images/0.jpg"]
+        records.append(rec)
+    path = root / "seeded.json"
+    path.write_text(json.dumps(records))
+    return path
+
+
+def seed_scored(factory: sessionmaker[Session], root: Path, n: int = 400, seed: int = 0) -> Seeded:
+    path = write_dataset(root, n, seed)
+    rng = np.random.default_rng(seed + 1)
+    with factory() as session:
+        report = ingest(session, IngestOptions(name=f"seeded-{seed}", paths=[path], task_type_field="task"))
+        ds = report.dataset_id
+        ids = list(session.scalars(select(Sample.id).where(Sample.dataset_id == ds).order_by(Sample.id)))
+        clip_run, loss_run = finished_runs(session, ds, n, ("k-clip", "k-loss"), ("tiny", "tiny"))
+        clip, loss, errors = {}, {}, set()
+        clip_rows, loss_rows = [], []
+        for k, sid in enumerate(ids):
+            if k % 31 == 5:
+                errors.add(sid)
+                clip_rows.append(clip_row(clip_run.id, sid, None, "image missing"))
+            else:
+                c = float(rng.normal(0.25, 0.05))
+                clip[sid] = c
+                clip_rows.append(clip_row(clip_run.id, sid, c))
+            ls = float(rng.gamma(2.0, 5.0))
+            loss[sid] = ls
+            loss_rows.append(loss_row(loss_run.id, sid, ls, int(rng.integers(1, 50))))
+        session.execute(insert(Score), clip_rows)
+        session.execute(insert(Score), loss_rows)
+        session.commit()
+        return Seeded(ds, clip_run.id, loss_run.id, ids, clip, loss, errors, path)
+
+
+# --- seed_svit and seed_big ----------------------------------------------------------------------------------
 
 
 def _scores(task: str, defect: str, rng: np.random.Generator) -> tuple[float, float, int]:
@@ -63,50 +174,18 @@ def add_runs(factory: sessionmaker[Session], dataset_id: int, seed: int = 0, err
         rows = session.execute(
             select(Sample.id, Sample.task_type, Sample.meta).where(Sample.dataset_id == dataset_id).order_by(Sample.id)
         ).all()
-        n = len(rows)
-        clip_run = Run(
-            dataset_id=dataset_id,
-            kind="clip",
-            params={"model": "tiny-clip"},
-            scorer_key=f"ui-clip-{seed}",
-            status="done",
-            total=n,
-            done=n,
-            samples_per_s=500.0,
-        )
-        loss_run = Run(
-            dataset_id=dataset_id,
-            kind="mllm_loss",
-            params={"model": "tiny-llava"},
-            scorer_key=f"ui-loss-{seed}",
-            status="done",
-            total=n,
-            done=n,
-            samples_per_s=120.0,
-        )
-        session.add_all([clip_run, loss_run])
-        session.flush()
+        keys = (f"ui-clip-{seed}", f"ui-loss-{seed}")
+        clip_run, loss_run = finished_runs(session, dataset_id, len(rows), keys, ("tiny-clip", "tiny-llava"))
+        clip_run.samples_per_s, loss_run.samples_per_s = 500.0, 120.0
         clip_rows: list[dict[str, Any]] = []
         loss_rows: list[dict[str, Any]] = []
         for k, (sid, task, meta) in enumerate(rows):
             c, ls, tok = _scores(task, str((meta or {}).get("defect", "none")), rng)
             if error_every and k % error_every == error_every - 1:
-                clip_rows.append({"run_id": clip_run.id, "sample_id": sid, "metrics": None, "error": "image missing"})
+                clip_rows.append(clip_row(clip_run.id, sid, None, "image missing"))
             else:
-                clip_rows.append({"run_id": clip_run.id, "sample_id": sid, "metrics": {"similarity": c}, "error": None})
-            loss_rows.append(
-                {
-                    "run_id": loss_run.id,
-                    "sample_id": sid,
-                    "error": None,
-                    "metrics": {
-                        "loss_sum": ls,
-                        "loss_mean": ls / tok,
-                        "tokens": tok,
-                        "perplexity": float(np.exp(ls / tok)),
-                    },
-                }
-            )
+                clip_rows.append(clip_row(clip_run.id, sid, c))
+            loss_rows.append(loss_row(loss_run.id, sid, ls, tok))
         session.execute(insert(Score), clip_rows)
         session.execute(insert(Score), loss_rows)
         session.commit()
@@ -115,7 +194,7 @@ def add_runs(factory: sessionmaker[Session], dataset_id: int, seed: int = 0, err
 
 def seed_svit(
     factory: sessionmaker[Session], root: Path, n: int = 400, seed: int = 0, name: str = "svit-mini"
-) -> Seeded:
+) -> SeededPlane:
     """An SVIT-like dataset with real images (qspace.synthetic), ingested, then scored directly."""
     data = make_svit_like(root / "svit", n=n, seed=seed, image_size=96)
     files = [data / f"{t}.json" for t in TASK_TYPES]
@@ -124,10 +203,10 @@ def seed_svit(
         report = ingest(session, IngestOptions(name=name, paths=files, image_root=data, task_type_prompts=prompts))
         session.commit()
     clip_run, loss_run = add_runs(factory, report.dataset_id, seed)
-    return Seeded(report.dataset_id, clip_run, loss_run, report.n_samples, data)
+    return SeededPlane(report.dataset_id, clip_run, loss_run, report.n_samples, data)
 
 
-def seed_big(engine: Engine, root: Path, n: int = 1_000_000, seed: int = 0, name: str = "big") -> Seeded:
+def seed_big(engine: Engine, root: Path, n: int = 1_000_000, seed: int = 0, name: str = "big") -> SeededPlane:
     """`n` samples (pointing at a handful of real images) and two finished runs, with bulk inserts."""
     from PIL import Image, ImageDraw
 
@@ -199,4 +278,4 @@ def seed_big(engine: Engine, root: Path, n: int = 1_000_000, seed: int = 0, name
                 ],
             )  # fmt: skip
     print(json.dumps({"seeded": n, "seconds": round(time.perf_counter() - t0, 1)}))
-    return Seeded(int(ds_id), runs[0], runs[1], n, img_dir)
+    return SeededPlane(int(ds_id), runs[0], runs[1], n, img_dir)
