@@ -14,6 +14,7 @@ import httpx
 from backend.settings import Settings
 from qspace.demo.background import Training, end_training_job, follow_training, start_training, stop_training
 from qspace.demo.data import ensure_dataset_files
+from qspace.demo.experiment_base import prepare_experiments
 from qspace.demo.figures import stored_figures, summary
 from qspace.demo.ingest import dataset_name, ensure_ingested
 from qspace.demo.messages import DemoError, Echo, say
@@ -97,6 +98,7 @@ def build_synchronously(
         serving(settings, 0, with_ui=False, echo=echo) as app,
         httpx.Client(base_url=app.base, headers=api_headers(settings), timeout=60) as client,
     ):
+        prepare_experiments(client, settings, ds, models, seed, echo)
         specs = run_specs(models)
         if not all_done(client, ds, specs):
             app.ensure_worker()  # before posting: it re-enqueues what an interrupted demo left unfinished
@@ -154,6 +156,10 @@ def serve_at_once(
                 if models is not None:
                     runs = post_runs_for(client, settings, training, ds, run_specs(models))
                     training = None
+                    try:
+                        prepare_experiments(client, settings, ds, models, seed, echo)
+                    except (DemoError, OSError, ValueError) as exc:  # experiments wait; the plane need not
+                        echo(f"demo: experiments not prepared: {exc}")
                     runs = score(client, app, runs, progress, echo)
                     laps.lap("scoring")
                     result.runs = {k: int(r["id"]) for k, r in runs.items()}
