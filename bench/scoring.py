@@ -35,7 +35,8 @@ from PIL import Image  # noqa: E402
 
 from backend.scorer_specs import ScoreItem, ScoreResult  # noqa: E402
 from workers.scorers.clip import ClipScorer  # noqa: E402
-from workers.scorers.lm import IfdScorer, LmLossScorer, MllmLossScorer  # noqa: E402
+from workers.scorers.lm import IfdScorer, LmLossScorer  # noqa: E402
+from workers.scorers.mllm import MllmLossScorer  # noqa: E402
 from workers.scorers.registry import build_scorer  # noqa: E402
 from workers.tiny_models import _WORDS, write_tiny_models  # noqa: E402
 

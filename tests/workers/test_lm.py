@@ -14,7 +14,8 @@ from backend.scorer_specs import ScoreItem
 from tests.workers.conftest import assert_close
 from workers.scorers import lm
 from workers.scorers.base import Scorer, answers
-from workers.scorers.lm import IfdScorer, LmLossScorer, MllmLossScorer
+from workers.scorers.lm import IfdScorer, LmLossScorer
+from workers.scorers.mllm import MllmLossScorer
 from workers.scorers.registry import build_scorer
 
 

@@ -10,7 +10,8 @@ from backend.scorer_specs import get_spec
 from workers.scorers.base import Scorer
 from workers.scorers.clip import ClipScorer
 from workers.scorers.length import LengthScorer
-from workers.scorers.lm import IfdScorer, LmLossScorer, MllmLossScorer
+from workers.scorers.lm import IfdScorer, LmLossScorer
+from workers.scorers.mllm import MllmLossScorer
 
 SCORERS: dict[str, type[Scorer]] = {
     cls.kind: cls for cls in (ClipScorer, MllmLossScorer, LmLossScorer, IfdScorer, LengthScorer)

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from workers.scorers.lm import ConversationEncoder, Encoded, mllm_encoder_kwargs, model_max_length, n_image_tokens
+from workers.scorers.conversation import ConversationEncoder, Encoded
+from workers.scorers.lm import model_max_length
+from workers.scorers.mllm import mllm_encoder_kwargs, n_image_tokens
 
 __all__ = ["IGNORE_INDEX", "labels_of", "mllm_encoder", "n_image_tokens"]
 
