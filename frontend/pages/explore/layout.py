@@ -23,6 +23,14 @@ from frontend.pages.pending import awaited
 WAIT_POLL_MS = 2000  # how often the waiting state asks whether the plane can be drawn
 
 
+# The paper's three top-p% selections: (button label, what it ranks by).
+PAPER_PRESETS = (
+    ("DIS", "the y axis (the paper's CLIP band)"),
+    ("DIL", "the x axis (the paper's loss band)"),
+    ("DIQ", "both axes (the top-right corner)"),
+)
+
+
 def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset], query: Mapping[str, str] | None = None) -> Any:
     """The page for dataset `ds`; `?sel=ID` in the address (`query`) opens that saved selection on the plane."""
     if ds is None:
@@ -185,26 +193,13 @@ def controls(
                 html.Div(
                     [
                         html.Button(
-                            "DIS",
-                            id={"type": ids.EX_PRESET, "key": "dis"},
+                            label,
+                            id={"type": ids.EX_PRESET, "key": label.lower()},
                             className="btn btn-preset",
-                            title="top p% by the y axis (the paper's CLIP band)",
+                            title=f"top p% by {what}",
                             n_clicks=0,
-                        ),
-                        html.Button(
-                            "DIL",
-                            id={"type": ids.EX_PRESET, "key": "dil"},
-                            className="btn btn-preset",
-                            title="top p% by the x axis (the paper's loss band)",
-                            n_clicks=0,
-                        ),
-                        html.Button(
-                            "DIQ",
-                            id={"type": ids.EX_PRESET, "key": "diq"},
-                            className="btn btn-preset",
-                            title="top p% by both axes (the top-right corner)",
-                            n_clicks=0,
-                        ),
+                        )
+                        for label, what in PAPER_PRESETS
                     ],
                     className="btn-row",
                 ),
