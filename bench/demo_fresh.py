@@ -7,10 +7,11 @@ instead, uncommitted changes included), installs it as ``scripts/demo`` does (``
 cache off: every package comes from the registry) and times that on its own. Then it runs ``scripts/demo
 --no-open`` with an empty data directory and clocks, from that start: the explore page answering, the models
 trained (the ``demo_models`` job done), both runs scored (the plane's points all there), and the API's round
-trips while the models trained. It stops the demo with Ctrl-C, starts it again (everything cached), clocks the
+trips while the models trained; then, unless ``--no-experiment``, until the demo's experiment (issue 16) has
+finished and printed its table. It stops the demo with Ctrl-C, starts it again (everything cached), clocks the
 page and the "already scored" line, stops it, and prints the figures.
 
-    python bench/demo_fresh.py [--keep DIR] [--size N] [--timeout S] [--worktree]
+    python bench/demo_fresh.py [--keep DIR] [--size N] [--timeout S] [--worktree] [--no-experiment]
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ PHASES = {  # name -> the line that marks it (the demo's own words)
     "models trained": "demo models: trained in",
     "scored (terminal)": "swapped images vs clean",
     "already scored": "both runs are scored already",
+    "experiment started": "started in the background:",
+    "experiment finished": "(followed ",
 }
 
 
@@ -149,6 +152,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=None, help="demo samples (default: the demo's own)")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--worktree", action="store_true", help="copy this working tree instead of cloning HEAD")
+    ap.add_argument("--no-experiment", action="store_true", help="stop after scoring (no experiment wait)")
     args = ap.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="qspace-fresh-"))
@@ -170,6 +174,11 @@ def main() -> int:
             n = get_json(f"{base}/api/datasets/{ds}")["n_samples"]
             space = get_json(f"{base}/api/datasets/{ds}/space?x=loss&y=clip&format=json")
             assert len(space["ids"]) == n, (len(space["ids"]), n)
+            deadline = time.monotonic() + args.timeout
+            while not args.no_experiment and "experiment finished" not in first.marks:
+                if time.monotonic() > deadline or first.proc.poll() is not None:
+                    raise SystemExit("the demo's experiment did not finish")
+                time.sleep(0.5)
         finally:
             first.stop()
         marks_first = dict(first.marks)
@@ -196,6 +205,11 @@ def main() -> int:
                 "seconds_to_models_trained": round(got["job_done"], 1) if got["job_done"] else None,
                 "seconds_to_scored_plane": round(got["scored"], 1),
                 "phases_s": {k: round(v, 1) for k, v in marks_first.items()},
+                "experiment_after_scoring_s": round(
+                    marks_first["experiment finished"] - marks_first["scored (terminal)"], 1
+                )
+                if "experiment finished" in marks_first
+                else None,
                 "api_while_working_ms": {
                     "median": round(1000 * statistics.median(lat), 1),
                     "p95": round(1000 * lat[int(0.95 * (len(lat) - 1))], 1),

@@ -134,8 +134,9 @@ def start_embedded_worker(
     log_path: Path | None = None,
     requeue: bool = True,
     extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> EmbeddedWorker:
-    """Start `qspace worker` as a child process on `settings`' broker and database."""
+    """Start `qspace worker` as a child process on `settings`' broker and database (``env``: more variables)."""
     settings.ensure_dirs()
     cmd = [
         sys.executable,
@@ -156,7 +157,7 @@ def start_embedded_worker(
             kwargs.update(stdout=stack.enter_context(open(log_path, "ab")), stderr=subprocess.STDOUT)
         process = subprocess.Popen(
             cmd,
-            env=child_environment(settings),
+            env={**child_environment(settings), **(env or {})},
             start_new_session=True,  # Ctrl-C in the terminal reaches the server, which stops the worker itself
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             **kwargs,

@@ -1,11 +1,18 @@
 #!/usr/bin/env python
-"""A screenshot of the explore page on the demo, taken in headless Chromium: docs/explore.png (the README's).
+"""Screenshots of the demo, taken in headless Chromium: docs/explore.png and docs/experiments.png (the README's).
 
-Runs ``qspace demo --no-open --port PORT`` (everything cached after its first run), waits for the URL it prints,
-opens the explore page in Debian's Chromium through Playwright, waits for the plane and the gallery, colours the
-points by a field (default: the demo's ``defect`` label), saves the PNG and stops the demo.
+Runs ``qspace demo --no-open --port PORT`` (everything cached after its first run), waits for the URL it prints and
+opens a page in Debian's Chromium through Playwright:
 
-    .venv/bin/python scripts/screenshot.py [--out docs/explore.png] [--color defect|task_type] [--data-dir DIR]
+- ``--page explore`` (default): waits for the plane and the gallery, colours the points by a field (default: the
+  demo's ``defect`` label);
+- ``--page experiments``: waits until the demo's experiment has finished (its table printed) and the Experiments
+  page draws its results (arms beside their random controls, deltas with CIs);
+
+then saves the PNG and stops the demo.
+
+    .venv/bin/python scripts/screenshot.py [--page explore|experiments] [--out PNG] [--color defect|task_type]
+        [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 URL_LINE = re.compile(r"open (http://\S+/explore\?ds=\d+)")
+EXPERIMENT_DONE = re.compile(r"demo: experiment \d+ \w+ \(followed ")
 
 
 def free_port() -> int:
@@ -41,8 +49,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_demo(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[str], str]:
-    """The demo as a child process, and the explore URL once it serves (its output goes to our stderr)."""
+def start_demo(
+    args: argparse.Namespace, port: int, experiment_done: threading.Event
+) -> tuple[subprocess.Popen[str], str]:
+    """The demo as a child process, and the explore URL once it serves (its output goes to our stderr);
+    ``experiment_done`` is set when its experiment has finished."""
     env = dict(os.environ)
     if args.data_dir:
         env["QSPACE_DATA_DIR"] = str(Path(args.data_dir).resolve())
@@ -60,7 +71,10 @@ def start_demo(args: argparse.Namespace, port: int) -> tuple[subprocess.Popen[st
             if m and not found:
                 found.append(m.group(1))
                 ready.set()
+            if EXPERIMENT_DONE.search(line):
+                experiment_done.set()
         ready.set()  # the demo ended
+        experiment_done.set()
 
     threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + args.timeout
@@ -114,9 +128,28 @@ def shoot(url: str, out: Path, x_metric: str, color: str, size: tuple[int, int],
             browser.close()
 
 
+def shoot_experiments(url: str, out: Path, size: tuple[int, int], chromium: str) -> None:
+    from playwright.sync_api import sync_playwright
+
+    timeout = 120_000
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": size[0], "height": size[1]}, device_scale_factor=1)
+            page.goto(url)
+            page.wait_for_selector(".xp-verdicts", timeout=timeout)  # the results table
+            page.wait_for_selector(".xp-arms-figure .main-svg", timeout=timeout)  # the arms' CI figure
+            page.wait_for_timeout(2000)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=REPO / "docs" / "explore.png")
+    ap.add_argument("--page", choices=("explore", "experiments"), default="explore")
+    ap.add_argument("--out", type=Path, help="default: docs/PAGE.png")
     ap.add_argument("--x", default="loss_mean", help="mllm_loss metric on the x axis (the page's default: loss_sum)")
     ap.add_argument("--color", default="defect", help="'task_type', or a metadata field of the samples")
     ap.add_argument("--size", type=int, default=3000)
@@ -128,12 +161,20 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1200, help="seconds for the demo to be ready (first run trains)")
     ap.add_argument("--chromium", default=os.environ.get("QSPACE_CHROMIUM", "/usr/bin/chromium"))
     args = ap.parse_args()
-    proc, url = start_demo(args, args.port or free_port())
+    out = args.out or REPO / "docs" / f"{args.page}.png"
+    experiment_done = threading.Event()
+    proc, url = start_demo(args, args.port or free_port(), experiment_done)
     try:
-        shoot(url, args.out, args.x, args.color, (args.width, args.height), args.chromium)
+        if args.page == "experiments":
+            if not experiment_done.wait(args.timeout):
+                raise SystemExit(f"the demo's experiment did not finish within {args.timeout} s")
+            url = url.replace("/explore?", "/experiments?")
+            shoot_experiments(url, out, (args.width, args.height), args.chromium)
+        else:
+            shoot(url, out, args.x, args.color, (args.width, args.height), args.chromium)
     finally:
         stop_demo(proc)
-    print(f"{args.out} ({url})")
+    print(f"{out} ({url})")
     return 0
 
 

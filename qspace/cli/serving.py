@@ -30,8 +30,12 @@ def demo(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = True,
     serve_app: Annotated[bool, typer.Option("--serve/--no-serve", help="serve when done, else exit")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    experiment: Annotated[
+        bool, typer.Option(help="served: after scoring, train the paper's picks against random controls")
+    ] = True,
 ) -> None:
-    """Synthetic SVIT-like data, tiny CLIP + LLaVA trained here, scored through the queue, served (cached)."""
+    """Synthetic SVIT-like data, tiny CLIP + LLaVA trained here, scored through the queue, served (cached); then
+    the paper's picks trained against random controls in the background (an experiment, about 3 minutes)."""
     from qspace.demo import DemoError, run_demo
 
     settings = get_settings()
@@ -44,6 +48,7 @@ def demo(
             open_browser=open_browser,
             serve=serve_app,
             progress=progress,
+            experiment=experiment,
         )
     except DemoError as exc:
         fail(str(exc))

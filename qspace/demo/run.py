@@ -14,6 +14,7 @@ import httpx
 from backend.settings import Settings
 from qspace.demo.background import Training, end_training_job, follow_training, start_training, stop_training
 from qspace.demo.data import ensure_dataset_files
+from qspace.demo.experiment import follow_experiment, result_table, start_experiment
 from qspace.demo.experiment_base import prepare_experiments
 from qspace.demo.figures import stored_figures, summary
 from qspace.demo.ingest import dataset_name, ensure_ingested
@@ -34,6 +35,7 @@ class DemoResult:
     runs: dict[str, int]  # kind -> run id
     figures: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    experiment: dict[str, Any] | None = None  # the demo's experiment as served, when it ran
 
 
 class _Laps:
@@ -65,11 +67,13 @@ def run_demo(
     serve: bool = True,
     progress: bool = True,
     echo: Echo = say,
+    experiment: bool = True,
 ) -> DemoResult:
     """Build, score and (with ``serve``) serve the demo; returns what it did. Ctrl-C stops serving.
 
     Served, the app answers as soon as the dataset is written and ingested; the models train and the runs score
-    in the background (:func:`serve_at_once`). With ``serve=False`` every step finishes before it returns
+    in the background, then (with ``experiment``) the paper's picks train against random controls
+    (:func:`serve_at_once`). With ``serve=False`` every step up to scoring finishes before it returns
     (:func:`build_synchronously`)."""
     if size < 8:
         raise DemoError("--size must be at least 8")
@@ -82,7 +86,7 @@ def run_demo(
     name = dataset_name(size, seed)
     ds = ensure_ingested(settings, folder, name, echo)
     laps.lap("ingest")
-    return serve_at_once(settings, ds, name, seed, port, open_browser, progress, echo, laps)
+    return serve_at_once(settings, ds, name, seed, port, open_browser, progress, echo, laps, experiment)
 
 
 def build_synchronously(
@@ -126,9 +130,11 @@ def serve_at_once(
     progress: bool,
     echo: Echo,
     laps: _Laps,
+    experiment: bool = True,
 ) -> DemoResult:
     """The app served now; then, while it answers, the models trained (a ``demo_models`` job, when the cache
-    lacks them) and both runs scored, with their progress in the terminal and in the UI. Serves until Ctrl-C."""
+    lacks them), both runs scored, and (with ``experiment``) the demo's experiment trained and evaluated, with
+    their progress in the terminal and in the UI. Serves until Ctrl-C."""
     with serving(settings, port, with_ui=True, echo=echo) as app:
         laps.lap("serving")
         url = f"{loopback_url(settings.host, app.port)}/explore?ds={ds}"
@@ -171,6 +177,9 @@ def serve_at_once(
                         laps.total()
                         echo(summary(result.figures))
                         echo(f"demo: scored in {laps.seconds['total']:.0f} s ({laps.line()}); the plane is at {url}")
+                        if experiment:
+                            result.experiment = run_experiment(client, app, ds, result.runs, progress, echo)
+                            laps.lap("experiment")
             while worker.alive() and app.server_alive():
                 time.sleep(0.5)
             echo("demo: the scoring worker or the server stopped; exiting")
@@ -180,6 +189,27 @@ def serve_at_once(
             if training is not None:
                 stop_training(settings, training)
     return result
+
+
+def run_experiment(
+    client: httpx.Client, app: Services, ds: int, runs: dict[str, int], progress: bool, echo: Echo
+) -> dict[str, Any] | None:
+    """The demo's experiment (:mod:`qspace.demo.experiment`) started or found, followed, its table printed; None
+    when it could not start (the app stays up either way)."""
+    try:
+        exp = start_experiment(client, ds, runs, echo)
+        page = f"{loopback_url(app.settings.host, app.port)}/experiments?ds={ds}&exp={exp['id']}"
+        if exp["status"] not in ("done", "failed", "cancelled"):
+            echo(f"demo: the Experiments page follows it: {page}")
+            app.ensure_worker()
+        t0 = time.perf_counter()
+        exp = follow_experiment(client, exp, progress=progress, echo=echo)
+        echo(result_table(exp))
+        echo(f"demo: experiment {exp['id']} {exp['status']} (followed {time.perf_counter() - t0:.0f} s); {page}")
+        return exp
+    except (DemoError, httpx.HTTPError) as exc:
+        echo(f"demo: the experiment did not run: {exc}")
+        return None
 
 
 def post_runs_for(

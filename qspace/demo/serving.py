@@ -13,6 +13,11 @@ from qspace.demo.messages import DemoError, Echo, say
 from qspace.server import build_app, loopback_url
 from qspace.worker import EmbeddedWorker, requeue_after_restart, start_embedded_worker
 
+# Two worker processes of one torch thread each: the demo's chunks and experiment jobs are small and independent,
+# and on 2 cores two single-threaded jobs at a time finish sooner than one on two threads (a training job ran ~3x
+# slower on 2 threads under contention; BENCHMARKS.md, "Does the loop have power?").
+WORKER_PROCESSES = 2
+
 
 class _Server:
     """uvicorn in a background thread (the main thread keeps the terminal and Ctrl-C)."""
@@ -59,7 +64,13 @@ class Services:
             requeued = requeue_after_restart(self.settings)
             if requeued:
                 self.echo(f"demo: unfinished runs enqueued again: {requeued}")
-            self.worker = start_embedded_worker(self.settings, log_path=self.log_path, requeue=False)
+            self.worker = start_embedded_worker(
+                self.settings,
+                concurrency=WORKER_PROCESSES,
+                log_path=self.log_path,
+                requeue=False,
+                env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+            )
             self.echo(f"demo: scoring worker started (pid {self.worker.pid}, log {self.log_path})")
         return self.worker
 
