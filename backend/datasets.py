@@ -43,6 +43,7 @@ def dataset_out(ds: Dataset, counts: dict[str, int]) -> DatasetOut:
         sources=ds.sources or [],
         created_at=ds.created_at,
         experiment_base_model=ds.experiment_base_model,
+        created_by=ds.created_by,
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -52,3 +55,23 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def commit_create_or_resume(session: Session, plan: Callable[[], T]) -> T:
+    """``plan()`` (find a row by its identity, or create it) and commit, so workers see it before any message can
+    reach them. When a concurrent request created the same row first, the unique key refuses ours
+    (IntegrityError): roll back and plan once more, which then finds and resumes that row. Anything else rolls back
+    and propagates."""
+    for attempt in (1, 2):
+        try:
+            out = plan()
+            session.commit()
+            return out
+        except IntegrityError:
+            session.rollback()
+            if attempt == 2:
+                raise
+        except BaseException:
+            session.rollback()
+            raise
+    raise AssertionError("unreachable")

@@ -23,6 +23,7 @@ from backend.experiment_schemas import ArmOut, ContrastOut, ExperimentOut, JobOu
 from backend.experiment_stats import Outcomes, arm_summary, paired_delta
 from backend.models import Experiment, ExperimentArm, ExperimentJob, ExperimentResult
 from backend.queue.progress import aware
+from backend.space.columns import LRU
 
 __all__ = ["arm_label", "experiment_out", "job_out", "results_csv"]
 
@@ -96,7 +97,19 @@ def _suite_order(exp: Experiment) -> dict[str, int]:
     return {s["name"]: k for k, s in enumerate(exp.eval_suites or [])}
 
 
+# Results of done jobs never change, and their bootstrap costs ~0.1-1 s per call with many jobs, while the
+# Experiments page and `qspace demo` poll every second or two during training (the polls took ~30% of a core
+# from the training jobs on 2 cores). Keyed by the done jobs and when each finished: a job that runs again and
+# finishes anew makes a new key.
+_RESULTS = LRU(32)
+
+
 def results_and_contrasts(session: Session, exp: Experiment) -> tuple[list[ResultOut], list[ContrastOut]]:
+    done = tuple(sorted((j.id, str(j.finished_at)) for j in exp.jobs if j.status == "done"))
+    return _RESULTS.get_or_make((exp.id, done), lambda: _results_and_contrasts(session, exp))
+
+
+def _results_and_contrasts(session: Session, exp: Experiment) -> tuple[list[ResultOut], list[ContrastOut]]:
     outcomes = load_outcomes(session, exp)
     arms = {a.id: a for a in exp.arms}
     control_of = {a.control_of: a.id for a in exp.arms if a.kind == "control" and a.control_of is not None}
@@ -161,6 +174,7 @@ def experiment_out(session: Session, exp: Experiment, with_results: bool = True)
         message=exp.message,
         created_at=aware(exp.created_at),
         updated_at=aware(exp.updated_at),
+        created_by=exp.created_by,
     )
 
 

@@ -206,3 +206,4 @@ class ExperimentOut(BaseModel):
     message: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    created_by: str | None = Field(default=None, description="the token that created it (\"env\": QSPACE_API_TOKEN)")

@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.datasets import NotFound, get_dataset
+from backend.db import commit_create_or_resume
 from backend.experiment_arms import ArmError, arm_task_codes, draw_control, population
 from backend.experiment_checks import Checked, ExperimentError, check_base_model, check_request
 from backend.experiment_schemas import ExperimentCreate
@@ -211,31 +211,19 @@ def submit_experiment(
     checked = check_request(session, settings, dataset, req)
     if check is not None:
         check()
-    for attempt in (1, 2):
-        created = False
-        previous: dict[int, dict[str, Any]] = {}
-        try:
-            found = session.scalar(
-                select(Experiment).where(
-                    Experiment.dataset_id == dataset.id, Experiment.identity_key == checked.identity_key
-                )
+    def plan() -> tuple[Experiment, bool, list[int], dict[int, dict[str, Any]]]:
+        found = session.scalar(
+            select(Experiment).where(
+                Experiment.dataset_id == dataset.id, Experiment.identity_key == checked.identity_key
             )
-            if found is None:
-                exp = create_experiment(session, store, req, checked)
-                created = True
-                job_ids = [j.id for j in exp.jobs]
-            else:
-                exp = found
-                job_ids, previous = resume_jobs(session, exp, settings.run_stale_s, settings.job_lease_s)
-            session.commit()  # visible to workers before any job can reach them
-            break
-        except IntegrityError:  # created concurrently by another request: resume that one
-            session.rollback()
-            if attempt == 2:
-                raise
-        except BaseException:
-            session.rollback()
-            raise
+        )
+        if found is None:
+            exp = create_experiment(session, store, req, checked)
+            return exp, True, [j.id for j in exp.jobs], {}
+        job_ids, previous = resume_jobs(session, found, settings.run_stale_s, settings.job_lease_s)
+        return found, False, job_ids, previous
+
+    exp, created, job_ids, previous = commit_create_or_resume(session, plan)
     if job_ids:
         try:
             sink.send_train_jobs(job_ids)

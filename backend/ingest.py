@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -61,6 +61,27 @@ class IngestOptions:
     task_type_prompts: dict[str, str] = field(default_factory=dict)
     task_type_from_file: bool | None = None  # None: when several files are given
     dedupe: bool = False
+
+
+@dataclass
+class IngestProgress:
+    """Where an ingest stands, reported between batches; the callback may raise to stop it (nothing is kept)."""
+
+    samples: int  # records read so far (valid or not)
+    bytes_done: int  # of the input files, read so far
+    bytes_total: int
+
+
+class _Meter:
+    """The file :func:`iter_records` is reading, so a caller can tell how far into it the parser is."""
+
+    fh: IO[bytes] | None = None
+
+    def tell(self) -> int:
+        try:
+            return self.fh.tell() if self.fh is not None and not self.fh.closed else 0
+        except (OSError, ValueError):
+            return 0
 
 
 @dataclass
@@ -127,13 +148,15 @@ def _looks_like_jsonl(fh: IO[bytes]) -> bool:
         return False
 
 
-def iter_records(path: Path) -> Iterator[tuple[int, Any]]:
-    """(index, parsed record) for a LLaVA JSON list or a JSONL file, streamed."""
+def iter_records(path: Path, meter: _Meter | None = None) -> Iterator[tuple[int, Any]]:
+    """(index, parsed record) for a LLaVA JSON list or a JSONL file, streamed (`meter` follows the open file)."""
     where = str(path)
     try:
         fh = path.open("rb")
     except OSError as exc:
         raise IngestError([f"{where}: cannot open: {exc.strerror}"]) from exc
+    if meter is not None:
+        meter.fh = fh
     with fh:
         head = fh.read(4096).lstrip()
         fh.seek(0)
@@ -262,12 +285,8 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def ingest(session: Session, opts: IngestOptions) -> IngestReport:
-    """Validate and insert every record of `opts.paths` as one new dataset.
-
-    The caller owns the transaction: on IngestError nothing must be committed.
-    """
-    start = time.perf_counter()
+def precheck(session: Session, opts: IngestOptions) -> None:
+    """The refusals that need no reading of the files (a name, the files being there): IngestError, at once."""
     name = opts.name.strip()
     if not name:
         raise IngestError(["dataset name must not be empty"])
@@ -276,10 +295,23 @@ def ingest(session: Session, opts: IngestOptions) -> IngestReport:
         raise IngestError([f"dataset name {name!r} is taken (dataset {existing})"])
     if not opts.paths:
         raise IngestError(["no input files given"])
-    paths = [Path(p) for p in opts.paths]
-    for p in paths:
-        if not p.is_file():
+    for p in opts.paths:
+        if not Path(p).is_file():
             raise IngestError([f"{p}: no such file"])
+
+
+def ingest(
+    session: Session, opts: IngestOptions, progress: Callable[[IngestProgress], None] | None = None
+) -> IngestReport:
+    """Validate and insert every record of `opts.paths` as one new dataset.
+
+    The caller owns the transaction: on IngestError nothing must be committed. `progress` is called every
+    BATCH_ROWS records and at the end of each file; whatever it raises ends the ingest (a cancelled job).
+    """
+    start = time.perf_counter()
+    precheck(session, opts)
+    name = opts.name.strip()
+    paths = [Path(p) for p in opts.paths]
     image_root = (opts.image_root or paths[0].parent).expanduser().resolve()
 
     from_file = opts.task_type_from_file if opts.task_type_from_file is not None else len(paths) > 1
@@ -300,10 +332,20 @@ def ingest(session: Session, opts: IngestOptions) -> IngestReport:
     duplicates: Counter[str] = Counter()
     counts: Counter[str] = Counter()
     rows: list[tuple[Any, ...]] = []
-    position = 0
-    for path in paths:
+    position = read = 0
+    sizes = [p.stat().st_size for p in paths]
+    meter = _Meter()
+
+    def report(file_no: int) -> None:
+        if progress is not None:
+            progress(IngestProgress(read, sum(sizes[:file_no]) + meter.tell(), sum(sizes)))
+
+    for file_no, path in enumerate(paths):
         stem = path.stem
-        for index, record in iter_records(path):
+        for index, record in iter_records(path, meter):
+            read += 1
+            if read % BATCH_ROWS == 0:
+                report(file_no)
             try:
                 row = _normalise(record, index, stem, typer)
             except _RecordError as err:
@@ -336,6 +378,7 @@ def ingest(session: Session, opts: IngestOptions) -> IngestReport:
             position += 1
             if len(rows) >= BATCH_ROWS:
                 _flush(session, rows)
+        report(file_no + 1)
     if duplicates and not opts.dedupe:
         shown = ", ".join(repr(k) for k in list(duplicates)[:20])
         more = "" if len(duplicates) <= 20 else f" and {len(duplicates) - 20} more"

@@ -23,3 +23,10 @@ class JobOut(BaseModel):
     message: str | None = Field(default=None, description="what it is doing now, in words")
     created_at: datetime
     updated_at: datetime
+
+
+class IngestAccepted(BaseModel):
+    """``POST /api/datasets``' answer (202): the ingest job; the dataset's id comes in the job's ``result``."""
+
+    job: JobOut
+    dataset_id: int | None = Field(default=None, description="always null here: see job.result.dataset_id")

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend import local_jobs
 from backend.datasets import NotFound
 from backend.db import session_scope
 from backend.job_schemas import JobOut
@@ -91,17 +92,21 @@ def list_jobs(
 
 
 def job_out(job: BackgroundJob) -> JobOut:
+    # A job a thread of this process works on reports its progress in memory (backend/local_jobs.py).
+    live = local_jobs.live(job.id) if job.status in ACTIVE else None
+    if live is not None and not live.total:
+        live = None  # registered, nothing reported yet: the row says it all
     return JobOut(
         id=job.id,
         kind=job.kind,
-        status=job.status,
-        done=job.done,
-        total=job.total,
-        unit=job.unit,
+        status="running" if live is not None else job.status,
+        done=live.done if live is not None else job.done,
+        total=live.total if live is not None else job.total,
+        unit=live.unit if live is not None and live.unit else job.unit,
         error=job.error,
         result=job.result,
         dataset_id=job.dataset_id,
-        message=job.message,
+        message=live.message if live is not None and live.message else job.message,
         created_at=job.created_at,
         updated_at=job.updated_at,
     )
@@ -170,11 +175,15 @@ def expire_stale(session: Session, stale_s: float = STALE_S, now: datetime | Non
     and writes only when there is something to fail (the pages poll the job list every second or two)."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=stale_s)
-    stale = list(
-        session.scalars(
+    # A job a thread of this process works on is alive whatever its row says (an ingest on SQLite cannot write).
+    alive = set(local_jobs.live_ids())
+    stale = [
+        i
+        for i in session.scalars(
             select(BackgroundJob.id).where(BackgroundJob.status == "running", BackgroundJob.updated_at < cutoff)
         )
-    )
+        if i not in alive
+    ]
     if not stale:
         return 0
     error = f"no sign of life for over {stale_s:.0f} s: the process that ran it is gone"
@@ -194,8 +203,15 @@ def cancel_job(session: Session, job: BackgroundJob) -> BackgroundJob:
         return job
     if job.status not in ACTIVE:
         raise JobConflict(f"job {job.id} is already {job.status}")
-    job.status, job.message, job.updated_at = "cancelled", "cancelled", utcnow()
-    session.flush()
+    # A thread of this process working on it stops (and, on SQLite, frees the write lock) before the write below.
+    local_jobs.request_cancel(job.id)
+    # Conditional, like every other write: a job that ended meanwhile (an ingest committing) stays as it ended.
+    if not _update_active(session, job.id, {"status": "cancelled", "message": "cancelled", "updated_at": utcnow()}):
+        session.refresh(job)
+        if job.status != "cancelled":
+            raise JobConflict(f"job {job.id} is already {job.status}")
+        return job
+    session.refresh(job)
     return job
 
 

@@ -65,6 +65,8 @@ class Dataset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The base model an experiment on this dataset trains when it names none (the demo sets its own).
     experiment_base_model: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who created the row: an API token's name, "env" for QSPACE_API_TOKEN, None on an open server or the CLI.
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     runs: Mapped[list[Run]] = relationship(back_populates="dataset", passive_deletes=True)
 
@@ -117,6 +119,7 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Dataset.created_by
 
     dataset: Mapped[Dataset] = relationship(back_populates="runs")
 
@@ -152,6 +155,7 @@ class Selection(Base):
     # Resolved sample ids, int32 little-endian, so paging and export need no re-resolution.
     sample_ids: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Dataset.created_by
 
 
 class Curriculum(Base):
@@ -162,6 +166,7 @@ class Curriculum(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     recipe: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Dataset.created_by
 
     stages: Mapped[list[CurriculumStage]] = relationship(
         order_by="CurriculumStage.position", passive_deletes=True, cascade="all, delete-orphan"
@@ -210,6 +215,7 @@ class Experiment(Base):
     message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Dataset.created_by
 
     arms: Mapped[list[ExperimentArm]] = relationship(
         order_by="ExperimentArm.position", passive_deletes=True, cascade="all, delete-orphan"
@@ -311,3 +317,58 @@ class BackgroundJob(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fault handling: deliveries of scoring chunks (poison chunks) and leases (one sweeper at a time)
+# ----------------------------------------------------------------------------------------------
+
+
+class ChunkAttempt(Base):
+    """The deliveries of one chunk of a run (backend/queue/attempts.py): a delivery records its start before
+    scoring and its end after; the next delivery that finds a start without an end knows its worker died."""
+
+    __tablename__ = "chunk_attempts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    chunk_key: Mapped[str] = mapped_column(String(40), primary_key=True)  # sha1 of the chunk's sorted ids
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    depth: Mapped[int] = mapped_column(Integer, default=0)  # 0: planned by the run; n: split n times
+    deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    deaths: Mapped[int] = mapped_column(Integer, default=0)  # deliveries whose worker died mid-chunk
+    # The last delivery's worker process: "host pid start-time" (the start time tells a live pid from a reused one)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    last_exit: Mapped[str | None] = mapped_column(Text)  # how that process ended, e.g. "signal 9 (SIGKILL)"
+    outcome: Mapped[str | None] = mapped_column(String(16))  # scored | split | poison (None: in progress)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Lease(Base):
+    """A named lease held by one process until ``expires_at`` (e.g. the API's stall sweeper)."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# ----------------------------------------------------------------------------------------------
+# Access: API tokens, stored hashed (backend/tokens.py)
+# ----------------------------------------------------------------------------------------------
+
+
+class ApiToken(Base):
+    """A named bearer token with a scope (read < write < admin). Only its sha256 is kept; revoked rows stay, so a
+    name is never reused and `created_by` columns keep naming one token."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -14,6 +14,9 @@ class ScorerOut(BaseModel):
     kind: str
     params_schema: dict[str, Any]
     metrics: list[str]
+    optional_metrics: dict[str, list[str]] = Field(
+        default_factory=dict, description="param -> the metrics a run stores besides `metrics` when it is true"
+    )
     main_metric: str
     needs_image: bool = False
     description: str = ""
@@ -43,6 +46,7 @@ class RunOut(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime | None = None
+    created_by: str | None = Field(default=None, description="the token that created it (\"env\": QSPACE_API_TOKEN)")
 
 
 class RunErrorOut(BaseModel):

@@ -19,10 +19,11 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import delete, exists, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from backend.datasets import NotFound, get_dataset
+from backend.db import commit_create_or_resume
+from backend.derived_specs import is_derived
 from backend.models import Dataset, Run, Sample, Score
 from backend.queue.progress import ACTIVE, aware, progress, recount, seconds_between, utcnow
 from backend.queue.progress import TERMINAL as TERMINAL  # for callers that follow a run to its end
@@ -93,13 +94,17 @@ def run_out(run: Run, now: datetime | None = None, tau: float = 30.0) -> RunOut:
         started_at=aware(run.started_at),
         finished_at=aware(run.finished_at),
         updated_at=aware(run.updated_at),
+        created_by=run.created_by,
     )
 
 
 # --- create or resume ----------------------------------------------------------------------------------
 
 
-_SNAPSHOT = ("status", "message", "started_at", "finished_at", "samples_per_s", "total", "done", "errors")
+_SNAPSHOT = (
+    "status", "message", "started_at", "finished_at", "samples_per_s", "total", "done", "errors",
+    "updated_at",  # a plan that could not be enqueued did not move the run: it stays stale, swept again
+)  # fmt: skip
 
 
 @dataclass
@@ -182,6 +187,13 @@ def plan_run(
         idle = seconds_between(run.updated_at, now)
         if idle is None or idle < stale_s:
             return RunPlan(run, [], created=False)
+    return resume_plan(session, run, chunk_size, now)
+
+
+def resume_plan(session: Session, run: Run, chunk_size: int, now: datetime | None = None) -> RunPlan:
+    """The missing samples of an existing run, in chunks to enqueue (none left: it becomes ``done``): a finished,
+    failed or cancelled run is queued again; an active one (stale: the caller decided) keeps its clock."""
+    now = now or utcnow()
     previous = {name: getattr(run, name) for name in _SNAPSHOT}
     missing = missing_sample_ids(session, run)
     recount(session, run)
@@ -237,31 +249,26 @@ def submit_run(
     checked_params(kind, params)  # 422 before touching the broker
     if check is not None:
         check()
-    for attempt in (1, 2):
+    plan = commit_create_or_resume(session, lambda: plan_run(session, dataset, kind, params, chunk_size, stale_s))
+    enqueue_plan(session, sink, plan)
+    session.refresh(plan.run)
+    return plan.run
+
+
+def enqueue_plan(session: Session, sink: ChunkSink, plan: RunPlan) -> None:
+    """Send a committed plan's chunks; when the queue fails, undo the plan (:func:`abandon_plan`) and re-raise."""
+    if not plan.chunks:
+        return
+    try:
+        sink.send_chunks(plan.run.id, plan.run.scorer_key, plan.chunks)
+    except Exception as exc:
         try:
-            plan = plan_run(session, dataset, kind, params, chunk_size, stale_s)
-            session.commit()  # visible to workers before any chunk can reach them
-            break
-        except IntegrityError:  # created concurrently by another request: resume that one
-            session.rollback()
-            if attempt == 2:
-                raise
+            abandon_plan(session, plan, str(exc))
+            session.commit()
         except BaseException:
             session.rollback()
             raise
-    if plan.chunks:
-        try:
-            sink.send_chunks(plan.run.id, plan.run.scorer_key, plan.chunks)
-        except Exception as exc:
-            try:
-                abandon_plan(session, plan, str(exc))
-                session.commit()
-            except BaseException:
-                session.rollback()
-                raise
-            raise
-    session.refresh(plan.run)
-    return plan.run
+        raise
 
 
 def requeue_active_runs(session: Session, sink: ChunkSink, chunk_size: int) -> dict[int, int]:
@@ -272,6 +279,12 @@ def requeue_active_runs(session: Session, sink: ChunkSink, chunk_size: int) -> d
     """
     out: dict[int, int] = {}
     for run in session.scalars(select(Run).where(Run.status.in_(ACTIVE)).order_by(Run.id)):
+        if is_derived(run.kind):  # one whole-run task, not chunks; its claim takes over a dead worker's lease
+            send = getattr(sink, "send_derived", None)
+            if send is not None:
+                send(run.id, run.scorer_key)
+                out[run.id] = run.total
+            continue
         missing = missing_sample_ids(session, run)
         if missing:
             sink.send_chunks(run.id, run.scorer_key, chunked(missing, chunk_size))

@@ -16,6 +16,7 @@ class Health(BaseModel):
     version: str
     database: str
     schema_revision: str | None
+    auth_required: bool = Field(default=False, description="requests need a bearer token (any configured)")
 
 
 class DatasetCreate(BaseModel):
@@ -43,6 +44,7 @@ class DatasetOut(BaseModel):
     sources: list[str]
     created_at: datetime
     experiment_base_model: str | None = None
+    created_by: str | None = Field(default=None, description="the token that created it (\"env\": QSPACE_API_TOKEN)")
 
 
 class Turn(BaseModel):
@@ -85,6 +87,7 @@ class SelectionOut(BaseModel):
     recipe: dict[str, Any]
     by_task_type: dict[str, int]
     created_at: datetime
+    created_by: str | None = Field(default=None, description="the token that created it (\"env\": QSPACE_API_TOKEN)")
 
 
 class StageOut(BaseModel):
@@ -104,6 +107,7 @@ class CurriculumOut(BaseModel):
     stages: list[StageOut]
     count: int
     created_at: datetime
+    created_by: str | None = Field(default=None, description="the token that created it (\"env\": QSPACE_API_TOKEN)")
 
 
 class ErrorOut(BaseModel):
@@ -117,8 +121,8 @@ class ErrorOut(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
-        (401, "authentication required (QSPACE_API_TOKEN is set)"),
-        (403, "forbidden: wrong token, or a path outside the allowed roots"),
+        (401, "authentication required (a token is configured: QSPACE_API_TOKEN or `qspace token`)"),
+        (403, "forbidden: wrong or revoked token, a scope too low, or a path outside the allowed roots"),
         (404, "no such dataset, sample, run, selection or curriculum"),
         (409, "conflict with the current state"),
         (413, "request body too large"),

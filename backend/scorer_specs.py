@@ -30,6 +30,7 @@ __all__ = [
     "ScorerSpec",
     "get_spec",
     "list_specs",
+    "metrics_for",
     "model_identity",
     "path_content_hash",
     "runtime_fields",
@@ -57,9 +58,19 @@ class ScoreResult:
     sample_id: int
     metrics: dict[str, float] | None
     error: str | None  # short reason, e.g. "image missing: a/b.jpg", "empty answer", "no image"
+    # Optional metrics this sample has no value for, each with its reason (e.g. mllm_loss's image_gain of a
+    # text-only sample: {"image_gain": "no image"}). The sample is scored: `metrics` holds the rest and
+    # `error` stays None; the store keeps `metrics` only, where the metric is then simply missing.
+    omitted: dict[str, str] | None = None
 
 
 # --- parameters ------------------------------------------------------------------------------------
+
+def _key_when_set(default: Any, description: str) -> Any:
+    """A param added after runs existed: ``scorer_key`` counts it only when it differs from its default,
+    so the keys of runs made before it (and of runs that leave it off) stay what they were."""
+    return Field(default, description=description, json_schema_extra={"key_when_set": True})
+
 
 def _runtime_int(default: int, ge: int, description: str) -> Any:
     """A runtime knob: changes speed only, so ``scorer_key`` leaves it out (marked in the JSON schema)."""
@@ -104,6 +115,12 @@ class ClipParams(_Params):
     scale: Literal["cosine", "x100"] = Field(
         "cosine", description="'cosine' in [-1, 1]; 'x100' = 100 * cosine (CLIPScore without the clamp)."
     )
+    keep_embeddings: bool = _key_when_set(
+        False,
+        "Also keep each sample's image and text embeddings (float16, one folder of Arrow files per run in the "
+        "data directory) for projections, clusters, duplicates, neighbours and text search. It changes what "
+        "the run produces, not its scores: a run with it is another run (its own key).",
+    )
     batch_size: int = _runtime_int(64, 1, "Samples per model call.")
     num_workers: int = _runtime_int(2, 0, "Image decoding processes (0 = in the scoring process).")
 
@@ -118,6 +135,18 @@ class MllmLossParams(_Params):
     template: TemplateChoice = Field("auto", description=_TEMPLATE_DOC)
     include_eos: bool = Field(True, description=_EOS_DOC)
     max_length: int | None = Field(None, ge=8, description=_MAXLEN_DOC)
+    image_gain: bool = _key_when_set(
+        False,
+        "Also score the answers with the image removed from the prompt: metrics loss_no_image (loss_mean "
+        "without it) and image_gain = loss_no_image - loss_mean (nats per answer token; positive = the image "
+        "helps; MAGIC's multimodal gain). One more model pass; text-only samples get neither metric.",
+    )
+    question_gain: bool = _key_when_set(
+        False,
+        "Also score the answers with the questions removed (the image kept): metrics loss_no_question "
+        "(loss_mean without them) and mifd = loss_mean / loss_no_question (PreSel's multimodal "
+        "instruction-following difficulty). One more model pass.",
+    )
     batch_size: int = _runtime_int(8, 1, "Samples per model call (halved on CUDA out-of-memory).")
     num_workers: int = _runtime_int(2, 0, "Image decoding processes (0 = in the scoring process).")
 
@@ -160,6 +189,8 @@ class ScorerSpec:
     needs_image: bool
     description: str
     model_fields: tuple[str, ...] = ("model",)  # params that name a model or weights (identity-hashed)
+    # bool param -> the metrics it adds when true (runs store them besides `metrics`)
+    optional_metrics: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 _LOSS_METRICS = ("loss_sum", "loss_mean", "tokens", "perplexity")
@@ -184,6 +215,10 @@ _SPECS: dict[str, ScorerSpec] = {
             needs_image=False,
             description="Answer-token loss of a LLaVA-style model given the sample's images "
             "(text-only samples are scored without one). loss_sum is the paper's formula.",
+            optional_metrics=(
+                ("image_gain", ("loss_no_image", "image_gain")),
+                ("question_gain", ("loss_no_question", "mifd")),
+            ),
         ),
         ScorerSpec(
             "lm_loss",
@@ -221,6 +256,24 @@ def get_spec(kind: str) -> ScorerSpec:
         raise ValueError(f"kind: unknown scorer kind {kind!r} (known: {', '.join(_SPECS)})") from None
 
 
+def metrics_for(kind: str, params: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The metrics a run of ``kind`` with ``params`` stores: the kind's metrics plus those its params turn on."""
+    spec = get_spec(kind)
+    canonical = validate_params(kind, params)
+    extra = tuple(m for flag, names in spec.optional_metrics if canonical.get(flag) for m in names)
+    return spec.metrics + extra
+
+
+def _key_when_set_fields(kind: str) -> dict[str, Any]:
+    """Params of ``kind`` counted in the key only when set, with their defaults."""
+    model = get_spec(kind).params_model
+    return {
+        name: f.default
+        for name, f in model.model_fields.items()
+        if isinstance(f.json_schema_extra, dict) and f.json_schema_extra.get("key_when_set")
+    }
+
+
 def runtime_fields(kind: str) -> frozenset[str]:
     """Params of ``kind`` that change speed only (kept out of the scorer key)."""
     model = get_spec(kind).params_model
@@ -232,12 +285,14 @@ def runtime_fields(kind: str) -> frozenset[str]:
 
 
 def list_specs() -> list[dict[str, Any]]:
-    """All kinds as JSON-able dicts: kind, params_schema, metrics, main_metric, needs_image, description."""
+    """All kinds as JSON-able dicts: kind, params_schema, metrics (with default params), optional_metrics
+    (param -> the metrics it adds when true), main_metric, needs_image, description."""
     return [
         {
             "kind": s.kind,
             "params_schema": s.params_model.model_json_schema(),
             "metrics": list(s.metrics),
+            "optional_metrics": {flag: list(names) for flag, names in s.optional_metrics},
             "main_metric": s.main_metric,
             "needs_image": s.needs_image,
             "description": s.description,
@@ -330,6 +385,7 @@ def scorer_key(kind: str, params: dict[str, Any] | None) -> str:
     spec = get_spec(kind)
     canonical = validate_params(kind, params)
     skip = runtime_fields(kind) | set(spec.model_fields)
+    skip |= {name for name, default in _key_when_set_fields(kind).items() if canonical.get(name) == default}
     payload = {
         "kind": kind,
         "params": {k: v for k, v in canonical.items() if k not in skip},

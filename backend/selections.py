@@ -15,9 +15,22 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from backend.datasets import NotFound, samples_by_id
-from backend.models import Curriculum, CurriculumStage, Dataset, Selection
-from backend.regions import AllRegion, CurriculumBuilder, RangeFilter, Region, Sample, curriculum_stages, region_mask
+from backend.models import Curriculum, CurriculumStage, Dataset, Run, Selection
+from backend.regions import (
+    SET_REGIONS,
+    AllRegion,
+    CombineRegion,
+    CurriculumBuilder,
+    IdsRegion,
+    RangeFilter,
+    Region,
+    Sample,
+    balanced_indices,
+    curriculum_stages,
+    region_mask,
+)
 from backend.regions import sample_indices as draw
+from backend.selection_combine import CombineError, resolve_set_region
 from backend.space import Axis, SpaceStore, align, resolve_axis
 
 IdArray = npt.NDArray[np.int32]
@@ -30,6 +43,10 @@ class Filters(BaseModel):
     exclude_errors: bool = Field(default=True, description="drop samples with an error in any run")
     ranges: list[RangeFilter] | None = Field(default=None, description="metric ranges, e.g. {axis, min, max}")
     metadata: dict[str, list[Any]] | None = Field(default=None, description="metadata field -> allowed values")
+    dedupe: int | None = Field(
+        default=None, ge=1, le=2_147_483_647,
+        description="a finished duplicates run: keep one sample per near-duplicate group (dup_rank == 0)",
+    )
 
     @field_validator("ranges", mode="before")
     @classmethod
@@ -79,6 +96,7 @@ class Resolved:
     population: int = 0
     x: npt.NDArray[np.float64] | None = None
     y: npt.NDArray[np.float64] | None = None
+    recipe_extra: dict[str, Any] = field(default_factory=dict)  # saved with the recipe (a combine's lineage)
 
     def by_task_type(self) -> dict[str, int]:
         counts = np.bincount(self.task_codes.astype(np.int64), minlength=len(self.task_types))
@@ -107,7 +125,7 @@ def _base(session: Session, store: SpaceStore, ds: int, x: str, y: str, need_axe
 def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Filters) -> npt.NDArray[np.bool_] | None:
     """Which base points pass the filters; None when no filter applies (saves 1M-element copies)."""
     bad = store.error_ids(session, ds) if f.exclude_errors else np.empty(0, dtype=np.int32)
-    if not (f.task_types or len(bad) or f.ranges or f.metadata):
+    if not (f.task_types or len(bad) or f.ranges or f.metadata or f.dedupe):
         return None
     mask = np.ones(len(base.ids), dtype=bool)
     if f.task_types:
@@ -131,16 +149,36 @@ def filter_mask(session: Session, store: SpaceStore, ds: int, base: _Base, f: Fi
         # Values compare as the strings /metadata_fields lists, where a missing value is "(none)".
         wanted = {"(none)" if v is None else str(v) for v in allowed}
         mask &= np.fromiter((("(none)" if v is None else str(v)) in wanted for v in vals), dtype=bool, count=len(vals))
+    if f.dedupe:
+        # A sample without a rank (no embedding) cannot be a duplicate: kept (exclude_errors drops it anyway).
+        mask &= ~(derived_column(session, store, ds, f.dedupe, "duplicates", "dup_rank", base.ids) > 0)
     return mask
+
+
+def derived_column(
+    session: Session, store: SpaceStore, ds: int, run_id: int, kind: str, metric: str, ids: IdArray
+) -> npt.NDArray[np.float64]:
+    """A finished derived run's metric aligned to `ids` (NaN where a sample has none); SelectionError if the
+    run is not a finished `kind` run of this dataset."""
+    run = session.get(Run, run_id)
+    if run is None or run.dataset_id != ds:
+        raise SelectionError(f"run {run_id} is not a run of dataset {ds}")
+    if run.kind != kind or run.status != "done":
+        raise SelectionError(f"run {run_id} is a {run.status} {run.kind} run; a finished {kind} run is needed")
+    col = store.column(session, resolve_axis(session, ds, f"{run_id}:{metric}"))
+    return align(ids, col.ids, col.values, np.nan).astype(np.float64)
 
 
 def resolve_selection(session: Session, store: SpaceStore, ds: int, req: SelectionRequest) -> Resolved:
     """The sample ids a recipe selects (sorted); deterministic for the same recipe and scores."""
-    need_axes = not isinstance(req.region, AllRegion)
+    need_axes = not isinstance(req.region, AllRegion | CombineRegion | IdsRegion)
     base = _base(session, store, ds, req.x, req.y, need_axes)
     mask = filter_mask(session, store, ds, base, req)
     population = len(base.ids) if mask is None else int(mask.sum())
-    if need_axes:
+    extra: dict[str, Any] = {}
+    if isinstance(req.region, SET_REGIONS):
+        idx, extra = _set_positions(session, ds, req.region, base.ids, mask)
+    elif need_axes:
         assert base.x is not None and base.y is not None
         if mask is None:
             idx = np.flatnonzero(region_mask(req.region, base.x, base.y))
@@ -149,7 +187,12 @@ def resolve_selection(session: Session, store: SpaceStore, ds: int, req: Selecti
             idx = sub[region_mask(req.region, base.x[sub], base.y[sub])]
     else:
         idx = np.arange(len(base.ids)) if mask is None else np.flatnonzero(mask)
-    if req.sample is not None:
+    if req.sample is not None and req.sample.balance is not None:
+        b = req.sample.balance
+        labels = derived_column(session, store, ds, b.run, "clusters", "cluster", base.ids[idx])
+        groups = np.where(np.isfinite(labels), labels, -1).astype(np.int64)
+        idx = balanced_indices(idx, groups, req.sample.n, req.sample.seed, b.mode)
+    elif req.sample is not None:
         idx = draw(idx, req.sample.n, req.sample.seed)
     return Resolved(
         ids=base.ids[idx].astype(np.int32),
@@ -159,7 +202,25 @@ def resolve_selection(session: Session, store: SpaceStore, ds: int, req: Selecti
         population=population,
         x=None if base.x is None else base.x[idx],
         y=None if base.y is None else base.y[idx],
+        recipe_extra=extra,
     )
+
+
+def _set_positions(
+    session: Session, ds: int, region: CombineRegion | IdsRegion, ids: IdArray, mask: npt.NDArray[np.bool_] | None
+) -> tuple[npt.NDArray[np.intp], dict[str, Any]]:
+    """Positions in `ids` (the dataset's sorted ids) of a set region's samples that pass the filters."""
+    try:
+        res = resolve_set_region(session, ds, region)
+    except CombineError as exc:
+        raise SelectionError(str(exc)) from exc
+    pos = np.searchsorted(ids, res.ids)
+    known = pos < len(ids)
+    known[known] = ids[pos[known]] == res.ids[known]
+    pos = pos[known]
+    if mask is not None:
+        pos = pos[mask[pos]]
+    return pos, {"lineage": res.lineage}
 
 
 def preview_selection(session: Session, store: SpaceStore, ds: int, req: PreviewRequest) -> dict[str, Any]:
@@ -204,6 +265,7 @@ def save_selection(session: Session, ds: Dataset, req: SelectionRequest, res: Re
     recipe = req.model_dump(mode="json", exclude={"name"})
     recipe["resolved_axes"] = {k: a.as_dict() for k, a in res.axes.items()}
     recipe["population"] = res.population
+    recipe.update(res.recipe_extra)
     sel = Selection(
         dataset_id=ds.id, name=req.name, recipe=recipe, count=len(res.ids), sample_ids=ids_to_bytes(res.ids)
     )

@@ -43,9 +43,23 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     max_request_bytes: int = 8 * 1024 * 1024
+    # Imported subsets are bigger: 665K LLaVA ids are ~10 MB of JSON, LLaVA records ~1.5 KB each.
+    max_import_bytes: int = Field(default=256 * 1024 * 1024, description="body limit of selection imports")
     max_page_size: int = 1000
     chunk_size: int = 256
+    persist_columns: bool = Field(
+        default=True,
+        description="keep score and dataset columns as Arrow files in data_dir/columns, so a restarted server "
+        "serves the plane without reading every score again (backend/space/persisted.py)",
+    )
     worker_concurrency: int = 1
+    ui_point_budget: int = Field(
+        default=200_000,
+        ge=100,
+        description="the UI never asks the API for more points than this: a bigger plane is drawn as the server's "
+        "density grid of the view plus a density-aware sample of at most this many points, both fetched again on "
+        "zoom (frontend/pages/explore/viewport.py); counts stay the server's over every point",
+    )
 
     # --- scoring queue (backend/queue/, backend/runs.py, workers/) ---
     visibility_timeout_s: int = Field(
@@ -60,9 +74,24 @@ class Settings(BaseSettings):
     worker_device: str | None = Field(default=None, description="torch device for scorers, e.g. cuda:1")
     progress_window_s: float = Field(default=30.0, gt=0, description="time constant of the samples/s estimate")
     run_stale_s: float = Field(
-        default=900.0, gt=0, description="re-posting an active run with no progress for this long re-enqueues it"
+        default=900.0,
+        gt=0,
+        description="an active run with no progress for this long is re-enqueued (its missing samples): by the "
+        "API's sweeper when the queue holds no work, or when it is posted again",
     )
     chunk_max_retries: int = Field(default=8, ge=0, description="retries of a chunk after database/broker errors")
+    chunk_max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        description="a chunk whose worker died on this many deliveries is split in halves, scored separately, "
+        "until the sample that kills its worker is isolated; that sample gets an error row",
+    )
+    sweep_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="the API looks this often for active runs and experiment jobs with no progress for "
+        "run_stale_s whose work left the queue, and enqueues what is missing again (0: never)",
+    )
 
     # --- experiments (backend/experiments.py, backend/queue/jobs.py, workers/experiment_tasks.py) ---
     eval_suites: Annotated[list[Path], NoDecode] = Field(

@@ -6,6 +6,9 @@ asserted equal (1e-4 relative or 1e-6 absolute) and the speed ratio is printed.
 
     python -m bench.scoring [--samples 512] [--layers 12] [--threads 1] [--workers 1] [--batch 32]
 
+``--kinds mllm_gain`` times ``mllm_loss`` with both optional metrics (``image_gain``, ``question_gain``: two
+more passes) against the base scorer, both batched, alternating chunk by chunk (target: <= 2.2x the base).
+
 By default the tiny models get CLIP's depth (12 layers per tower; width stays tiny) so that a one-sample
 model call costs what it costs at scale, many small ops, rather than nothing next to JPEG decoding;
 ``--layers 2`` benchmarks the checkpoints ``qspace tiny-models`` writes. On a CPU, batches past ~32 lose
@@ -174,6 +177,43 @@ def bench(kind: str, params: dict, items: list[ScoreItem], repeats: int = 3, chu
     }
 
 
+GAIN = {"image_gain": True, "question_gain": True}
+
+
+def gain_cost(params: dict, items: list[ScoreItem], repeats: int = 3, chunk: int = 128, checked: int = 32) -> dict:
+    """``mllm_loss`` with both optional metrics against the base scorer, both batched, alternating chunk by
+    chunk (fastest run per chunk counts); the first ``checked`` samples checked against the reference
+    (``image_gain``, a difference of two losses, within 1e-4 of their sum)."""
+    base = build_scorer("mllm_loss", params, device="cpu")
+    gain = build_scorer("mllm_loss", {**params, **GAIN}, device="cpu")
+    for s in (base, gain):
+        s.score_all(items[:8])  # warm-up
+    chunks = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    best_base = [math.inf] * len(chunks)
+    best_gain = [math.inf] * len(chunks)
+    got: dict[int, ScoreResult] = {}
+    for _ in range(repeats):
+        for c, part in enumerate(chunks):
+            t0 = time.perf_counter()
+            base.score_all(part)
+            best_base[c] = min(best_base[c], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            got.update(gain.score_all(part))
+            best_gain[c] = min(best_gain[c], time.perf_counter() - t0)
+    worst = 0.0
+    for it in items[:checked]:
+        want, g = gain.reference(it), got[it.sample_id]  # type: ignore[attr-defined]
+        assert (g.error, g.omitted) == (want.error, want.omitted), (g, want)
+        for k, v in (want.metrics or {}).items():
+            scale = abs(v) if k != "image_gain" else abs(want.metrics["loss_no_image"]) + abs(want.metrics["loss_mean"])
+            diff = abs((g.metrics or {})[k] - v) / max(scale, 1e-6)
+            assert diff <= 1e-4, (it.sample_id, k, g.metrics, v)
+            worst = max(worst, diff)
+    t_base, t_gain = sum(best_base), sum(best_gain)
+    return {"base_sps": len(items) / t_base, "gain_sps": len(items) / t_gain, "cost": t_gain / t_base,
+            "max_rel_diff": worst}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=512)
@@ -203,7 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             "ifd": {"model": str(models["lm"]), "batch_size": args.batch, "num_workers": args.workers},
         }
         rows = []
+        gain_row = None
         for kind in args.kinds.split(","):
+            if kind == "mllm_gain":
+                gain_row = gain_cost(configs["mllm_loss"], items, repeats=args.repeats, chunk=args.chunk)
+                print(f"{kind}: {gain_row}", file=sys.stderr)
+                continue
             r = bench(kind, configs[kind], items, repeats=args.repeats, chunk=args.chunk)
             rows.append((kind, r))
             print(f"{kind}: {r}", file=sys.stderr)
@@ -224,6 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"| {kind} | {r['loop_sps']:.0f} | {r['batched_sps']:.0f} | {r['ratio']:.1f}x | {model} "
             f"| {r['max_rel_diff']:.1e} | {r['max_abs_diff']:.1e} |"
+        )
+    if gain_row is not None:
+        print(
+            "\n| scorer | base mllm_loss, batched (samples/s) | with image_gain + question_gain (samples/s) "
+            "| cost (x base) | target | max rel. diff vs reference |"
+        )
+        print("| --- | ---: | ---: | ---: | --- | ---: |")
+        g = gain_row
+        print(
+            f"| mllm_loss + both gains | {g['base_sps']:.0f} | {g['gain_sps']:.0f} | {g['cost']:.2f}x | <= 2.2x "
+            f"| {g['max_rel_diff']:.1e} |"
         )
     return 0
 

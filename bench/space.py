@@ -6,7 +6,10 @@ Builds a dataset of N samples with two finished runs straight in the store (exec
 measures through the real FastAPI app in this process:
   - /space as Arrow: bytes per point, cold and warm latency (warm = median of 10);
   - polygon selection (64 and 1,000 vertices) server time: the resolve step, p50 of 20;
-  - export of a 100,000-sample selection as LLaVA JSON and Parquet: time and peak traced memory.
+  - export of a 100,000-sample selection as LLaVA JSON and Parquet: time and peak traced memory;
+  - the cold plane after a server restart (a new app, engine and space store on the same database and data
+    directory), with and without persisted score columns (QSPACE_PERSIST_COLUMNS; backend/space/persisted.py).
+    `--restart-only` measures just that.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,10 +123,56 @@ def ms(f, repeat: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     return statistics.median(times), max(times)
 
 
+def cold_after_restart(url: str, data_dir: Path, ds: int, repeat: int = 3) -> list[tuple[str, str, str]]:
+    """First /space after a restart, from SQL (persisting off) and from the column files: median of `repeat`
+    restarts each, every one a new process (imports included, as a restarted server has them to do); the files
+    are written by a first server before."""
+
+    def first_request(persist: bool) -> tuple[float, int]:
+        out = subprocess.run(
+            [sys.executable, __file__, "--probe", url, str(data_dir), str(ds), str(int(persist))],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        return float(out[-2]), int(out[-1])
+
+    first_request(True)  # the first server after the scores landed: reads SQL and writes the files
+    sql = [first_request(False)[0] for _ in range(repeat)]
+    got = [first_request(True) for _ in range(repeat)]
+    assert all(reads == 3 for _, reads in got), got  # dataset + two columns, all from files
+    size = sum(p.stat().st_size for p in (data_dir / "columns").rglob("*.arrow"))
+    return [
+        ("/space cold after restart, SQL only, median of 3 (ms)", f"{statistics.median(sql):.0f}", "-"),
+        (
+            f"/space cold after restart, persisted columns, median of 3 (ms; files {size / 1e6:.0f} MB)",
+            f"{statistics.median(t for t, _ in got):.0f}",
+            "<= 300",
+        ),
+    ]
+
+
+def probe(url: str, data_dir: str, ds: str, persist: str) -> None:
+    """One restarted server's first /space: prints its time (ms) and how many columns came from files."""
+    engine = make_engine(url)
+    app = create_app(Settings(data_dir=Path(data_dir), database_url=url, persist_columns=persist == "1"), engine)
+    with TestClient(app) as client:
+        t = time.perf_counter()
+        r = client.get(f"/api/datasets/{ds}/space", params={"x": "loss", "y": "clip"})
+        dt = (time.perf_counter() - t) * 1000
+        assert r.status_code == 200, r.text
+    files = app.state.space.files
+    print(f"{dt:.1f} {files.reads if files else 0}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--probe"]:
+        probe(*sys.argv[2:6])
+        return
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--restart-only", action="store_true", help="measure only the cold plane after a restart")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qspace-bench-"))
     if args.db == "sqlite":
@@ -138,9 +188,13 @@ def main() -> None:
     ds = build(engine, args.n)
     print(f"built {args.n:,} samples + 2 runs in {time.perf_counter() - t:.1f} s ({args.db})")
 
-    settings = Settings(data_dir=tmp / "data", database_url=url, max_request_bytes=64 << 20)
+    rows = cold_after_restart(url, tmp / "data", ds)
+    if args.restart_only:
+        report(rows, args.n, args.db)
+        return
+    # A data dir of its own: the cold figure below stays the first request after scores change (no files).
+    settings = Settings(data_dir=tmp / "data-main", database_url=url, max_request_bytes=64 << 20)
     app = create_app(settings, engine)
-    rows = []
     with TestClient(app) as client:
         t = time.perf_counter()
         r = client.get(f"/api/datasets/{ds}/space", params={"x": "loss", "y": "clip"})
@@ -218,7 +272,11 @@ def main() -> None:
             data = json.loads((tmp / "x.llava").read_bytes())
             assert len(data) == 100_000 and set(data[0]) == {"id", "image", "conversations"}
 
-    print(f"\n| measure ({args.n:,} points, {args.db}) | value | target |\n| --- | --- | --- |")
+    report(rows, args.n, args.db)
+
+
+def report(rows: list[tuple[str, str, str]], n: int, db: str) -> None:
+    print(f"\n| measure ({n:,} points, {db}) | value | target |\n| --- | --- | --- |")
     for name, value, target in rows:
         print(f"| {name} | {value} | {target} |")
 

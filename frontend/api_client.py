@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import threading
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import numpy as np
+import numpy.typing as npt
 
 from frontend.api_shapes import (
     ApiError,
@@ -23,12 +26,17 @@ from frontend.api_shapes import (
     Dataset,
     EvalSuite,
     Experiment,
+    IngestAccepted,
     Job,
+    Neighbour,
     Points,
     Run,
     Sample,
+    SearchResult,
     Selection,
+    SelectionComparison,
     SelectionPreview,
+    decode_ids,
     decode_points,
 )
 
@@ -40,12 +48,20 @@ __all__ = [
     "EvalSuite",
     "Experiment",
     "Job",
+    "Neighbour",
     "Points",
     "Run",
     "Sample",
+    "SearchResult",
     "Selection",
+    "SelectionComparison",
     "SelectionPreview",
 ]
+
+
+# The token of the browser session a UI request comes from (frontend/app.py sets it for each Dash request from the
+# X-Qspace-Token header that assets/token.js adds); every call made while serving that request carries it.
+REQUEST_TOKEN: ContextVar[str | None] = ContextVar("qspace_request_token", default=None)
 
 
 def _detail_text(detail: Any) -> str:
@@ -112,8 +128,8 @@ class ApiClient:
         timeout: float | None = None,
     ) -> httpx.Response:
         headers = {}
-        bearer = token or self.token
-        if bearer and method in ("POST", "PUT", "PATCH", "DELETE"):
+        bearer = token or self.token or REQUEST_TOKEN.get()
+        if bearer:  # reads too: with any token configured, the API wants one on every route
             headers["Authorization"] = f"Bearer {bearer}"
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != ""}
         try:
@@ -178,8 +194,9 @@ class ApiClient:
         out: Dataset = self._json("GET", f"/datasets/{int(ds)}")
         return out
 
-    def create_dataset(self, body: dict[str, Any], token: str | None = None) -> Dataset:
-        out: Dataset = self._json("POST", "/datasets", body=body, token=token, timeout=3600.0)
+    def create_dataset(self, body: dict[str, Any], token: str | None = None) -> IngestAccepted:
+        """Start an ingest: `{job, dataset_id: null}` at once; the job's result holds the dataset's id."""
+        out: IngestAccepted = self._json("POST", "/datasets", body=body, token=token)
         return out
 
     def delete_dataset(self, ds: int, token: str | None = None) -> None:
@@ -193,6 +210,19 @@ class ApiClient:
 
     def sample(self, sample_id: int) -> Sample:
         out: Sample = self._json("GET", f"/samples/{int(sample_id)}")
+        return out
+
+    def neighbours(self, sample_id: int, run: int, k: int = 12) -> list[Neighbour]:
+        """The `k` samples nearest to this one by a clip run's kept image embeddings, best first."""
+        out: list[Neighbour] = self._json(
+            "GET", f"/samples/{int(sample_id)}/neighbours", params={"run": int(run), "k": int(k)}
+        )
+        return out
+
+    def search(self, ds: int, run: int, text: str, k: int = 48, token: str | None = None) -> SearchResult:
+        """The samples nearest to a typed text (a worker embeds it: 504 when none answers, 422 on empty text)."""
+        body = {"run": int(run), "text": text, "k": int(k)}
+        out: SearchResult = self._json("POST", f"/datasets/{int(ds)}/search", body=body, token=token)
         return out
 
     @staticmethod
@@ -221,6 +251,11 @@ class ApiClient:
 
     def cancel_run(self, run_id: int, token: str | None = None) -> Run:
         out: Run = self._json("POST", f"/runs/{int(run_id)}/cancel", token=token)
+        return out
+
+    def cluster_summary(self, run_id: int) -> dict[str, Any]:
+        """A finished clusters run's clusters: `{run_id, k, clusters: [{id, size, label, medians, examples}]}`."""
+        out: dict[str, Any] = self._json("GET", f"/runs/{int(run_id)}/clusters")
         return out
 
     # -- background jobs ----------------------------------------------------------------------------
@@ -258,17 +293,37 @@ class ApiClient:
                 out[str(name)] = list(values)
         return out
 
-    def space(self, ds: int, x: str, y: str, color: str | None = None, task_type: str | None = None) -> Points:
+    def space(
+        self,
+        ds: int,
+        x: str,
+        y: str,
+        color: str | None = None,
+        task_type: str | None = None,
+        max_points: int | None = None,
+        x_range: tuple[float, float] | None = None,
+        y_range: tuple[float, float] | None = None,
+    ) -> Points:
+        """The plane's points; with `max_points` / ranges a density-aware sample of that view (`meta` then holds
+        `total_in_view` and `sampled`)."""
+        params = {"x": x, "y": y, "format": "arrow", "color": color, "task_type": task_type, "max_points": max_points}
         resp = self._request(
-            "GET",
-            f"/datasets/{int(ds)}/space",
-            params={"x": x, "y": y, "format": "arrow", "color": color, "task_type": task_type},
-            timeout=300.0,
+            "GET", f"/datasets/{int(ds)}/space", params={**params, **_ranges(x_range, y_range)}, timeout=300.0
         )
         return decode_points(resp.content)
 
-    def density(self, ds: int, x: str, y: str, bins: int = 64) -> dict[str, Any]:
-        out: dict[str, Any] = self._json("GET", f"/datasets/{int(ds)}/density", params={"x": x, "y": y, "bins": bins})
+    def density(
+        self,
+        ds: int,
+        x: str,
+        y: str,
+        bins: int = 64,
+        x_range: tuple[float, float] | None = None,
+        y_range: tuple[float, float] | None = None,
+        task_type: str | None = None,
+    ) -> dict[str, Any]:
+        params = {"x": x, "y": y, "bins": bins, "task_type": task_type, **_ranges(x_range, y_range)}
+        out: dict[str, Any] = self._json("GET", f"/datasets/{int(ds)}/density", params=params)
         return out
 
     def summary(self, ds: int, x: str, y: str) -> dict[str, Any]:
@@ -301,6 +356,30 @@ class ApiClient:
     def selection_samples(self, sel: int, offset: int = 0, limit: int = 12) -> dict[str, Any]:
         out: dict[str, Any] = self._json(
             "GET", f"/selections/{int(sel)}/samples", params={"offset": offset, "limit": limit}
+        )
+        return out
+
+    def selection_members(self, sel: int) -> npt.NDArray[np.int32]:
+        """Every sample id of a saved selection (the ids of the plane's points), sorted."""
+        resp = self._request("GET", f"/selections/{int(sel)}/members", params={"format": "arrow"}, timeout=300.0)
+        return decode_ids(resp.content)
+
+    def recipe_members(self, ds: int, body: dict[str, Any], token: str | None = None) -> npt.NDArray[np.int32]:
+        """Every sample id an unsaved recipe selects (the server decides membership, over all points)."""
+        resp = self._request(
+            "POST",
+            f"/datasets/{int(ds)}/selections/members",
+            params={"format": "arrow"},
+            body=body,
+            token=token,
+            timeout=300.0,
+        )
+        return decode_ids(resp.content)
+
+    def compare_selections(self, sels: list[int]) -> SelectionComparison:
+        """2 or 3 saved selections of one dataset side by side: sizes, task types, metric quartiles, overlaps."""
+        out: SelectionComparison = self._json(
+            "GET", "/selections/compare", params={"ids": ",".join(str(int(s)) for s in sels)}
         )
         return out
 
@@ -355,3 +434,11 @@ class ApiClient:
     @staticmethod
     def experiment_results_csv_path(exp: int) -> str:
         return f"/api/experiments/{int(exp)}/results.csv"
+
+
+def _ranges(x_range: tuple[float, float] | None, y_range: tuple[float, float] | None) -> dict[str, str | None]:
+    """The `x_range` / `y_range` query parameters of a view (`lo,hi`; absent when None)."""
+    return {
+        k: None if r is None else f"{float(r[0])!r},{float(r[1])!r}"
+        for k, r in (("x_range", x_range), ("y_range", y_range))
+    }

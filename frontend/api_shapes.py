@@ -22,12 +22,15 @@ __all__ = [
     "Experiment",
     "ExperimentArm",
     "ExperimentJob",
+    "IngestAccepted",
     "Job",
     "Points",
     "Run",
     "Sample",
     "Selection",
+    "SelectionComparison",
     "SelectionPreview",
+    "decode_ids",
     "decode_points",
 ]
 
@@ -71,6 +74,19 @@ class Run(TypedDict, total=False):
     message: str | None
 
 
+class Neighbour(TypedDict):
+    """A sample near another one, or near a typed text: its id and cosine similarity (higher is nearer)."""
+
+    id: int
+    score: float
+
+
+class SearchResult(TypedDict):
+    """A text search's answer: the nearest samples, best first."""
+
+    items: list[Neighbour]
+
+
 class Job(TypedDict, total=False):
     """Background work on the server (e.g. the demo's model training): `done` of `total` `unit`s."""
 
@@ -88,6 +104,13 @@ class Job(TypedDict, total=False):
     updated_at: str
 
 
+class IngestAccepted(TypedDict, total=False):
+    """POST /api/datasets' answer (202): the ingest job; its result holds dataset_id once done."""
+
+    job: Job
+    dataset_id: int | None
+
+
 class Axis(TypedDict, total=False):
     axis: str
     run_id: int
@@ -103,6 +126,38 @@ class Selection(TypedDict, total=False):
     count: int
     recipe: dict[str, Any]
     by_task_type: dict[str, int]
+
+
+class MetricSpread(TypedDict, total=False):
+    median: float | None
+    q25: float | None
+    q75: float | None
+    n: int
+
+
+class ComparedSelection(TypedDict, total=False):
+    id: int
+    name: str | None
+    dataset_id: int
+    count: int
+    by_task_type: dict[str, int]
+    metrics: dict[str, MetricSpread]  # "RUN:METRIC" -> median and quartiles over the selection
+
+
+class Overlap(TypedDict, total=False):
+    a: int
+    b: int
+    both: int
+    jaccard: float
+
+
+class SelectionComparison(TypedDict, total=False):
+    """`GET /selections/compare`: 2-3 saved selections side by side, and each pair's overlap."""
+
+    dataset_id: int
+    selections: list[ComparedSelection]
+    overlap: list[Overlap]
+    axes: list[dict[str, Any]]
 
 
 class SelectionPreview(TypedDict, total=False):
@@ -246,6 +301,17 @@ class Points:
     def nbytes(self) -> int:
         n = self.ids.nbytes + self.x.nbytes + self.y.nbytes + self.task_type.nbytes
         return n + (self.color.nbytes if self.color is not None else 0)
+
+
+def decode_ids(payload: bytes) -> npt.NDArray[np.int32]:
+    """Sample ids from a `/members` body (an Arrow IPC stream with one int32 `id` column)."""
+    try:
+        table = pa.ipc.open_stream(payload).read_all()
+    except pa.ArrowInvalid as exc:
+        raise ApiError(f"the server sent ids that are not an Arrow stream ({exc})") from None
+    if "id" not in table.column_names:
+        raise ApiError("the server's ids lack the column 'id'")
+    return np.ascontiguousarray(table.column("id").to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def decode_points(payload: bytes) -> Points:

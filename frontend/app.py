@@ -10,14 +10,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import dash
-from dash import Dash, Input, Output, State, dcc, html, no_update
+import flask
+from dash import ClientsideFunction, Dash, Input, Output, State, dcc, html, no_update
 
 from frontend import ids
-from frontend.api_client import ApiClient
+from frontend.api_client import REQUEST_TOKEN, ApiClient
 from frontend.api_shapes import ApiError, Dataset
 from frontend.callbacks import named_callback
 from frontend.components import alert
-from frontend.context import UiContext
+from frontend.context import DEFAULT_POINT_BUDGET, UiContext
 from frontend.errors import Outputs, describe
 from frontend.pages import curriculum, datasets, experiments, explore, launch
 
@@ -46,13 +47,14 @@ def create_app(
     api: ApiClient | None = None,
     auth_required: bool = False,
     requests_pathname_prefix: str = "/",
+    point_budget: int = DEFAULT_POINT_BUDGET,
 ) -> Dash:
     """The UI as a Dash app whose callbacks talk to the API at `api_base` (or through `api`)."""
     if api is None:
         if api_base is None:
             raise ValueError("give api_base or api")
         api = ApiClient(api_base)
-    ctx = UiContext(api=api, auth_required=auth_required)
+    ctx = UiContext(api=api, auth_required=auth_required, point_budget=point_budget)
     app = Dash(
         __name__,
         title="qspace",
@@ -64,7 +66,14 @@ def create_app(
         compress=False,
     )
     app.layout = shell(auth_required)
+
+    @app.server.before_request
+    def _request_token() -> None:
+        # Set on every request (a worker thread serves many): the browser session's token or none.
+        REQUEST_TOKEN.set(flask.request.headers.get("X-Qspace-Token") or None)
+
     _register_shell(app, ctx)
+    _register_token(app, ctx)
     datasets.register(app, ctx)
     explore.register(app, ctx)
     curriculum.register(app, ctx)
@@ -94,6 +103,7 @@ def shell(auth_required: bool) -> html.Div:
         [
             dcc.Location(id=ids.URL, refresh="callback-nav"),
             dcc.Store(id=ids.DATASET_STORE, storage_type="session"),
+            dcc.Store(id=ids.TOKEN_STORE, storage_type="session"),  # the API token: this browser session only
             dcc.Store(id=ids.SAVED_STORE, storage_type="session", data=[]),
             dcc.Store(id=ids.CURRICULA_STORE, storage_type="session", data=[]),
             # An empty graph in the shell makes the browser fetch plotly.js while the first page is still
@@ -143,6 +153,25 @@ def shell(auth_required: bool) -> html.Div:
         ],
         className="app",
     )
+
+
+def _register_token(app: Dash, ctx: UiContext) -> None:
+    # In the browser: the typed token goes to the session store, which assets/token.js sends along with every
+    # Dash request (and as a read-only cookie for thumbnails); it never reaches a persistent store.
+    app.clientside_callback(
+        ClientsideFunction(namespace="qspace_token", function_name="keep"),
+        Output(ids.TOKEN_STORE, "data"),
+        Input(ids.TOKEN, "value"),
+    )
+
+    @app.callback(Output(ids.TOKEN, "type"), Input(ids.URL, "pathname"))
+    def _token_field(_: str | None) -> str:
+        """Show the token field when the API wants a token (any configured, QSPACE_API_TOKEN or `qspace token`)."""
+        try:
+            needed = bool(ctx.api.health().get("auth_required")) or ctx.auth_required
+        except ApiError:
+            needed = ctx.auth_required
+        return "password" if needed else "hidden"
 
 
 def _ds_from_search(search: str | None) -> int | None:
@@ -196,10 +225,11 @@ def _register_shell(app: Dash, ctx: UiContext) -> None:
             "pathname": Input(ids.URL, "pathname"),
             "search": Input(ids.URL, "search"),
             "picked": Input(ids.DATASET, "value"),
+            "token": Input(ids.TOKEN_STORE, "data"),  # a token typed in: the page again, with what it may see
         },
         state={"remembered": State(ids.DATASET_STORE, "data")},
     )
-    def route(pathname: str | None, search: str | None, picked: int | None, remembered: Any) -> Outputs:
+    def route(pathname: str | None, search: str | None, picked: int | None, token: Any, remembered: Any) -> Outputs:
         trigger = dash.callback_context.triggered_id
         path = (pathname or "/").rstrip("/") or "/"
         if path == "/":

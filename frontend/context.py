@@ -12,8 +12,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from frontend.api_client import ApiClient
+from frontend.api_client import REQUEST_TOKEN, ApiClient
 from frontend.api_shapes import Points
+
+# The most points the UI's server asks the API for at once (settings.ui_point_budget): a bigger plane comes as a
+# density-aware sample of this many, drawn over the server's density grid (frontend/pages/explore/viewport.py).
+DEFAULT_POINT_BUDGET = 200_000
 
 
 class PointsCache:
@@ -37,7 +41,7 @@ class PointsCache:
 
     def entry(self, ds: int, x: str, y: str, color: str | None = None) -> tuple[Points, dict[str, Any]]:
         """The points and a per-entry scratch dict (for derived arrays such as a density sample)."""
-        key = (ds, x, y, color)
+        key = (REQUEST_TOKEN.get(), ds, x, y, color)  # one user's plane is never served on another's token
         while True:
             with self._lock:
                 hit = self._entries.get(key)
@@ -77,10 +81,13 @@ class PointsCache:
 class UiContext:
     api: ApiClient
     auth_required: bool = False
+    point_budget: int = DEFAULT_POINT_BUDGET
     points: PointsCache = field(init=False)
 
     def __post_init__(self) -> None:
-        self.points = PointsCache(lambda ds, x, y, c: self.api.space(ds, x, y, color=c))
+        # Never every point of a huge plane: at most the budget, a density-aware sample when there are more (the
+        # API says so in the points' meta: `sampled`, `total_in_view`); below the budget, every point as before.
+        self.points = PointsCache(lambda ds, x, y, c: self.api.space(ds, x, y, color=c, max_points=self.point_budget))
 
 
 def mask_for(

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from frontend.api_client import ApiClient
 from frontend.app import create_app
+from frontend.context import DEFAULT_POINT_BUDGET
 
 LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
@@ -67,7 +68,11 @@ def mount_ui(app: FastAPI, settings: Any, api_base: str | None = None) -> None:
     """Mount the UI on `app` at /. The Dash callbacks call the API at `api_base`; by default at the
     settings' host and port over loopback, then wherever the server turns out to listen."""
     api = ApiClient(api_base or api_base_url(settings))
-    dash_app = create_app(api=api, auth_required=bool(getattr(settings, "api_token", None)))
+    dash_app = create_app(
+        api=api,
+        auth_required=bool(getattr(settings, "api_token", None)),
+        point_budget=int(getattr(settings, "ui_point_budget", DEFAULT_POINT_BUDGET)),
+    )
     app.state.dash_app = dash_app
     ui: Any = WSGIMiddleware(dash_app.server, workers=16)
     app.mount("/", _UiRoutes(ui, None if api_base else api), name="ui")

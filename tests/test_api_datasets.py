@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from backend.api.app import create_app
 from backend.migrate import head
 from backend.settings import Settings
+from tests.ingest_helpers import ingest_via_api, post_ingest
 
 SAMPLE_DIR = Path(__file__).parent / "data" / "sample"
 
@@ -22,12 +23,8 @@ def client(settings: Settings, engine: Engine) -> Iterator[TestClient]:
 
 
 def post_sample(client: TestClient, name: str = "sample") -> dict:
-    r = client.post(
-        "/api/datasets",
-        json={"name": name, "paths": [str(SAMPLE_DIR / "llava_sample.json")], "image_root": str(SAMPLE_DIR)},
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
+    body = {"name": name, "paths": [str(SAMPLE_DIR / "llava_sample.json")], "image_root": str(SAMPLE_DIR)}
+    return ingest_via_api(client, body)  # 202 and a job (tests/test_ingest_jobs.py has the job's details)
 
 
 def test_health(client: TestClient) -> None:
@@ -68,9 +65,14 @@ def test_samples_paged_and_filtered(client: TestClient) -> None:
 def test_ingest_errors_are_422_and_write_nothing(client: TestClient, tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"id": "x", "conversations": [{"from": "robot", "value": "hi"}]}]))
-    r = client.post("/api/datasets", json={"name": "bad", "paths": [str(bad)]})
-    assert r.status_code == 422
-    assert "record 0" in r.json()["detail"] and "unknown role 'robot'" in r.json()["detail"]
+    job = post_ingest(client, {"name": "bad", "paths": [str(bad)]})  # malformed content: the job fails
+    assert job["status"] == "failed"
+    assert "record 0" in job["error"] and "unknown role 'robot'" in job["error"]
+    assert client.get("/api/datasets").json() == []
+    r = client.post("/api/datasets", json={"name": "bad", "paths": [str(bad)]}, params={"wait": "true"})
+    assert r.status_code == 422 and "unknown role 'robot'" in r.json()["detail"]  # the synchronous form
+    r = client.post("/api/datasets", json={"name": " ", "paths": [str(bad)]})
+    assert r.status_code == 422 and "must not be empty" in r.json()["detail"]  # refused before any job
     assert client.get("/api/datasets").json() == []
 
 
@@ -101,7 +103,8 @@ def test_auth_token_guards_mutations(settings: Settings, engine: Engine) -> None
         body = {"name": "a", "paths": [str(SAMPLE_DIR / "llava_sample.json")]}
         assert c.post("/api/datasets", json=body).status_code == 401
         assert c.post("/api/datasets", json=body, headers={"Authorization": "Bearer nope"}).status_code == 403
-        r = c.post("/api/datasets", json=body, headers={"Authorization": "Bearer s3cret"})
+        r = c.post("/api/datasets", json=body, headers={"Authorization": "Bearer s3cret"}, params={"wait": "true"})
         assert r.status_code == 201
-        assert c.get("/api/datasets").status_code == 200  # reads stay open
+        assert c.get("/api/datasets").status_code == 401  # with a token configured, reads need one too
+        assert c.get("/api/datasets", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert c.delete(f"/api/datasets/{r.json()['id']}").status_code == 401

@@ -375,7 +375,9 @@ def test_mutating_routes_need_the_token(
         eid = exp.json()["id"]
         assert c.post(f"/api/experiments/{eid}/cancel").status_code == 401
         assert c.patch(f"/api/datasets/{seeded.dataset_id}", json={"experiment_base_model": None}).status_code == 401
-        assert c.get(f"/api/experiments/{eid}").status_code == 200 and c.get("/api/eval_suites").status_code == 200
+        assert c.get(f"/api/experiments/{eid}").status_code == 401  # reads need the token too
+        assert c.get(f"/api/experiments/{eid}", headers=auth).status_code == 200
+        assert c.get("/api/eval_suites", headers=auth).status_code == 200
         assert c.post(f"/api/experiments/{eid}/cancel", headers=auth).status_code == 200
 
 

@@ -156,12 +156,14 @@ def test_cancel_needs_the_token_reading_does_not(
 ) -> None:
     job_id = _job(session_factory)
     app = create_app(settings.model_copy(update={"api_token": "s3cret"}), engine)
+    auth = {"Authorization": "Bearer s3cret"}
     with TestClient(app) as c:
-        assert c.get(f"/api/jobs/{job_id}").status_code == 200
-        assert c.get("/api/jobs").status_code == 200
+        assert c.get(f"/api/jobs/{job_id}").status_code == 401  # reads need the token too
+        assert c.get(f"/api/jobs/{job_id}", headers=auth).status_code == 200
+        assert c.get("/api/jobs", headers=auth).status_code == 200
         assert c.post(f"/api/jobs/{job_id}/cancel").status_code == 401
         assert c.post(f"/api/jobs/{job_id}/cancel", headers={"Authorization": "Bearer wrong"}).status_code == 403
-        assert c.get(f"/api/jobs/{job_id}").json()["status"] == "queued"
+        assert c.get(f"/api/jobs/{job_id}", headers=auth).json()["status"] == "queued"
         r = c.post(f"/api/jobs/{job_id}/cancel", headers={"Authorization": "Bearer s3cret"})
         assert r.status_code == 200 and r.json()["status"] == "cancelled"
 

@@ -26,6 +26,7 @@ from backend.migrate import upgrade
 from backend.models import Run
 from backend.settings import Settings
 from qspace.worker import EmbeddedWorker, child_environment, start_embedded_worker
+from tests.ingest_helpers import ingest_via_api
 from tests.queue_helpers import (
     REPO,
     ingest_dataset,
@@ -93,12 +94,8 @@ def test_ingest_run_scores_with_the_embedded_worker(
     log = tmp_path / "embedded.log"
     embedded.append(start_embedded_worker(esettings, log_path=log))
     with TestClient(create_app(esettings, eengine)) as api:
-        r = api.post(
-            "/api/datasets",
-            json={"name": "sample", "paths": [str(SAMPLE_DIR / "llava_sample.json")], "image_root": str(SAMPLE_DIR)},
-        )
-        assert r.status_code == 201, r.text
-        ds = r.json()["id"]
+        body = {"name": "sample", "paths": [str(SAMPLE_DIR / "llava_sample.json")], "image_root": str(SAMPLE_DIR)}
+        ds = ingest_via_api(api, body)["id"]  # 202, the ingest job, then its dataset
         r = api.post(f"/api/datasets/{ds}/runs", json={"kind": "length", "params": {}})
         assert r.status_code == 202, r.text
         run = r.json()

@@ -58,7 +58,10 @@ def test_scorers(client: TestClient) -> None:
     by_kind = {s["kind"]: s for s in body}
     assert {"clip", "mllm_loss", "lm_loss", "ifd", "length"} <= set(by_kind)
     assert by_kind["clip"]["metrics"] == ["similarity"]
-    assert "loss_sum" in by_kind["mllm_loss"]["metrics"]
+    assert "loss_sum" in by_kind["mllm_loss"]["metrics"] and "image_gain" not in by_kind["mllm_loss"]["metrics"]
+    assert by_kind["mllm_loss"]["optional_metrics"] == {
+        "image_gain": ["loss_no_image", "image_gain"], "question_gain": ["loss_no_question", "mifd"],
+    }  # fmt: skip
     assert by_kind["clip"]["params_schema"]["properties"]["text"]["enum"] == [
         "answers", "conversation", "first_turn", "questions",
     ]  # fmt: skip
@@ -178,7 +181,8 @@ def test_mutations_need_the_token(
     app.state.task_queue = queue
     with TestClient(app) as client:
         assert client.post(f"/api/datasets/{ds}/runs", json={"kind": "length"}).status_code == 401
-        assert client.get("/api/scorers").status_code == 200
+        assert client.get("/api/scorers").status_code == 401  # reads need the token too
+        assert client.get("/api/scorers", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         r = client.post(
             f"/api/datasets/{ds}/runs", json={"kind": "length"}, headers={"Authorization": "Bearer s3cret"}
         )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.api.app import create_app
 from backend.models import Dataset, Sample
 from backend.settings import Settings
+from tests.ingest_helpers import ingest_via_api
 from tests.seeding import Seeded, seed_scored
 
 
@@ -38,7 +39,7 @@ def test_every_mutating_route_needs_the_token(settings: Settings, engine: Engine
             r = c.request(method, url, json={}, headers={"Authorization": "Bearer wrong"})
             assert r.status_code == 403, (method, url, r.status_code)
         # The dataset is still there.
-        assert c.get(f"/api/datasets/{seeded.dataset_id}").status_code == 200
+        assert c.get(f"/api/datasets/{seeded.dataset_id}", headers={"Authorization": "Bearer t0ken"}).status_code == 200
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_dataset_text_is_returned_verbatim_as_json(client: TestClient, tmp_path:
     data = tmp_path / "xss.json"
     data.write_text(json.dumps([{"id": script, "conversations": [{"from": "human", "value": script},
                                                                  {"from": "gpt", "value": script}]}]))
-    ds = client.post("/api/datasets", json={"name": "xss", "paths": [str(data)]}).json()
+    ds = ingest_via_api(client, {"name": "xss", "paths": [str(data)]})
     r = client.get(f"/api/datasets/{ds['id']}/samples")
     assert r.headers["content-type"] == "application/json"
     assert r.json()["items"][0]["conversations"][1]["value"] == script

@@ -299,7 +299,8 @@ def test_auth_on_selections(settings: Settings, engine: Engine, seeded: Seeded) 
         assert c.post(f"/api/datasets/{seeded.dataset_id}/selections", json=body).status_code == 401
         ok = c.post(f"/api/datasets/{seeded.dataset_id}/selections", json=body, headers={"Authorization": "Bearer tok"})
         assert ok.status_code == 201
-        assert c.get(f"/api/selections/{ok.json()['id']}").status_code == 200
+        assert c.get(f"/api/selections/{ok.json()['id']}").status_code == 401  # reads need the token too
+        assert c.get(f"/api/selections/{ok.json()['id']}", headers={"Authorization": "Bearer tok"}).status_code == 200
 
 
 def test_cache_follows_new_scores(client: TestClient, seeded: Seeded, session_factory: sessionmaker[Session]) -> None:

@@ -16,7 +16,7 @@ from backend.settings import Settings, get_settings
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    celery = Celery("qspace", include=["workers.tasks", "workers.experiment_tasks"])
+    celery = Celery("qspace", include=["workers.tasks", "workers.experiment_tasks", "workers.derived_tasks"])
     celery.conf.update(celery_config(settings))
     celery.conf.task_queues = (Queue(GPU_QUEUE), Queue(DEFAULT_QUEUE))
     return celery

@@ -22,8 +22,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.db import make_engine, make_session_factory, session_scope
-from backend.queue import PING_TASK, SCORE_CHUNK_TASK
-from backend.queue.chunks import mark_failed, mark_running, prepare_chunk, run_status, upsert_scores
+from backend.queue import GPU_QUEUE, PING_TASK, PUBLISH_RETRY_POLICY, SCORE_CHUNK_TASK
+from backend.queue.attempts import POISON, SPLIT, Delivery, begin_delivery, end_quietly, finish_delivery, split_chunk
+from backend.queue.chunks import ChunkWork, mark_failed, mark_running, prepare_chunk, run_status, upsert_scores
+from backend.queue.embeddings import embeddings_dir
 from backend.scorer_specs import ScoreResult
 from backend.settings import Settings, get_settings
 from workers.celery_app import app
@@ -44,6 +46,13 @@ CANCEL_POLL_S = 2.0  # while scoring, look at the run's status at most this ofte
 
 class ScorerMismatch(RuntimeError):
     """The model on this worker hashes to another scorer key than the run's (changed since the run began)."""
+
+
+class SplitNotSent(RuntimeError):
+    """The halves of a chunk that kills its worker could not be enqueued (the broker refused them)."""
+
+
+ChunkSender = Callable[[int, str, list[list[int]]], object]  # (run id, scorer key, chunks) -> enqueued
 
 
 # --- per-process state ----------------------------------------------------------------------------------
@@ -154,24 +163,39 @@ def process_chunk(
     key: str,
     sample_ids: Sequence[int],
     device: str | None = None,
+    send: ChunkSender | None = None,
 ) -> ChunkReport:
-    """Score the samples of one chunk that have no result yet and write their results."""
+    """Score the samples of one chunk that have no result yet and write their results.
+
+    With `send` (the queue's workers), deliveries are counted (backend/queue/attempts.py): a chunk whose worker
+    died too often is split into halves enqueued through `send`, and a single sample that kills its worker gets
+    an error row. Without it (scoring in-process) a death kills the caller and nothing redelivers.
+    """
     t0 = time.perf_counter()
     what = f"run {run_id} chunk [{sample_ids[0] if sample_ids else '-'}..]"
 
     def prepare() -> Any:
         with session_scope(factory) as session:
             mark_running(session, run_id)  # a write first: on SQLite it takes the lock before any read
-            return prepare_chunk(session, run_id, key, sample_ids)
+            work = prepare_chunk(session, run_id, key, sample_ids)
+            delivery = None
+            if send is not None and work.items and work.skip_reason is None:
+                delivery = begin_delivery(session, run_id, sample_ids, len(work.items), settings.chunk_max_deliveries)
+            return work, delivery
 
-    work = with_db_retry(prepare, what)
+    work, delivery = with_db_retry(prepare, what)
     if work.skip_reason is not None:
         log.info("%s: skipped: %s", what, work.skip_reason)
         return ChunkReport(run_id, len(sample_ids), 0, 0, 0, 0, None, skipped=work.skip_reason)
+    if delivery is not None and delivery.action == SPLIT and send is not None:
+        return split_and_send(factory, send, work, delivery, what, t0)
 
     results: list[ScoreResult] = list(work.failed)
     stopped = False
-    if work.items:
+    if delivery is not None and delivery.action == POISON:
+        log.warning("%s: its worker died %d times: %s", what, delivery.deaths, delivery.poison_error())
+        results.extend(ScoreResult(item.sample_id, None, delivery.poison_error()) for item in work.items)
+    elif work.items:
         scorer = get_scorer(work.kind, work.params, key, device)
         polled = time.monotonic()
         for result in scorer.score(work.items):
@@ -194,10 +218,19 @@ def process_chunk(
                 for item in work.items
                 if item.sample_id not in seen
             )
+        if work.params.get("keep_embeddings"):  # clip: the embeddings are on disk before the scores
+            from workers.scorers.embeddings import write_kept
+
+            folder = embeddings_dir(settings.data_dir, run_id, key)
+            write_kept(scorer.kept, folder, {r.sample_id for r in results if r.error is None})
+            scorer.kept.clear()
 
     def write() -> Any:
         with session_scope(factory) as session:
-            return upsert_scores(session, run_id, results, window_s=settings.progress_window_s)
+            report = upsert_scores(session, run_id, results, window_s=settings.progress_window_s)
+            if delivery is not None:
+                finish_delivery(session, delivery, POISON if delivery.action == POISON else "scored")
+            return report
 
     written = with_db_retry(write, what)
     seconds = time.perf_counter() - t0
@@ -218,6 +251,57 @@ def process_chunk(
     )
 
 
+def split_and_send(
+    factory: sessionmaker[Session], send: ChunkSender, work: ChunkWork, delivery: Delivery, what: str, t0: float
+) -> ChunkReport:
+    """Instead of scoring a chunk that killed its worker too often: write what needs no scorer, record the
+    split, enqueue the halves (after the commit, so their deliveries find their rows)."""
+    ids = [item.sample_id for item in work.items]
+
+    def record() -> Any:
+        with session_scope(factory) as session:
+            if work.failed:
+                upsert_scores(session, work.run_id, work.failed)
+            return split_chunk(session, delivery, ids)
+
+    halves = with_db_retry(record, what)
+    try:
+        send(work.run_id, work.scorer_key, halves)
+    except Exception as exc:
+        raise SplitNotSent(f"{what}: the halves could not be enqueued: {exc}") from exc
+    reason = f"its worker died {delivery.deaths} time(s): split into {'+'.join(str(len(h)) for h in halves)}"
+    log.warning("%s: %s", what, reason)
+    return ChunkReport(
+        work.run_id, len(work.sample_ids), work.already_done, 0, 0, 0, None, skipped=reason,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip
+
+
+def send_chunks(run_id: int, key: str, chunks: list[list[int]]) -> int:
+    """Enqueue chunks of a run from a worker, as the API does (backend.queue.TaskQueue.send_chunks)."""
+    with app.producer_or_acquire() as producer:
+        for ids in chunks:
+            app.send_task(
+                SCORE_CHUNK_TASK,
+                args=[run_id, key, list(ids)],
+                queue=GPU_QUEUE,
+                producer=producer,
+                retry_policy=PUBLISH_RETRY_POLICY,
+                ignore_result=True,
+                argsrepr=f"[{run_id}, {key[:12]!r}, <{len(ids)} sample ids>]",
+            )
+    return len(chunks)
+
+
+def end_delivery_quietly(factory: sessionmaker[Session], run_id: int, sample_ids: Sequence[int]) -> None:
+    """The delivery ended by an exception, not by the death of its process: say so, if the database lets us."""
+    try:
+        with session_scope(factory) as session:
+            end_quietly(session, run_id, sample_ids)
+    except Exception as exc:
+        log.warning("run %d: could not record the end of a chunk's delivery: %s", run_id, exc)
+
+
 def fail_run_quietly(factory: sessionmaker[Session], run_id: int, message: str) -> None:
     """Mark the run failed, unless the database is away too (then the chunk's retries/redelivery decide)."""
     try:
@@ -230,13 +314,19 @@ def fail_run_quietly(factory: sessionmaker[Session], run_id: int, message: str) 
 # --- tasks ------------------------------------------------------------------------------------------------------
 
 
-@app.task(bind=True, name=SCORE_CHUNK_TASK, max_retries=None)
+# ChunkRequest (in the worker's main process) records how a pool process that died mid-chunk ended.
+@app.task(bind=True, name=SCORE_CHUNK_TASK, max_retries=None, Request="workers.chunk_request:ChunkRequest")
 def score_chunk(self: Any, run_id: int, scorer_key: str, sample_ids: list[int]) -> dict[str, Any]:
     """Score one chunk of a run (idempotent; acknowledged only after its results are committed)."""
     settings, factory = store()
     try:
-        report = process_chunk(factory, settings, run_id, scorer_key, sample_ids, device=worker_device(settings))
+        report = process_chunk(
+            factory, settings, run_id, scorer_key, sample_ids, device=worker_device(settings), send=send_chunks
+        )
+    except SplitNotSent as exc:
+        raise self.retry(exc=exc, countdown=2.0, max_retries=settings.chunk_max_retries) from exc
     except TRANSIENT_DB_ERRORS as exc:
+        end_delivery_quietly(factory, run_id, sample_ids)
         retries = int(self.request.retries or 0)
         if retries >= settings.chunk_max_retries:
             fail_run_quietly(factory, run_id, f"database unavailable after {retries} retries of a chunk: {exc}")
@@ -246,6 +336,7 @@ def score_chunk(self: Any, run_id: int, scorer_key: str, sample_ids: list[int]) 
         raise self.retry(exc=exc, countdown=countdown, max_retries=settings.chunk_max_retries) from exc
     except Exception as exc:
         log.exception("run %d: chunk failed", run_id)
+        end_delivery_quietly(factory, run_id, sample_ids)
         fail_run_quietly(factory, run_id, f"a chunk failed: {type(exc).__name__}: {exc}")
         raise
     return asdict(report)

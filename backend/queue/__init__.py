@@ -10,6 +10,7 @@ runs (plan, submit, cancel, list) is :mod:`backend.runs`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -25,6 +26,8 @@ log = logging.getLogger("qspace.queue")
 SCORE_CHUNK_TASK = "qspace.score_chunk"
 TRAIN_JOB_TASK = "qspace.train_job"  # one experiment job (workers/experiment_tasks.py); worker side: queue/jobs.py
 PING_TASK = "qspace.ping"
+DERIVED_RUN_TASK = "qspace.derived_run"  # projection / clusters / duplicates: one task per run (default queue)
+EMBED_TEXT_TASK = "qspace.embed_text"  # text search: a CLIP run's text tower embeds a query (default queue)
 
 GPU_QUEUE = "gpu"  # scoring: one worker process per GPU
 DEFAULT_QUEUE = "default"  # ingest / export and other CPU jobs
@@ -105,6 +108,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # to be redelivered, and the (run, sample)-keyed upsert makes the second delivery write nothing twice.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # A pool process that died mid-chunk is reported (and its chunk handed back) after this wait for a result
+        # it may have sent before dying (Celery's default: 10 s). Results live in the store, so a chunk reported
+        # lost after all is redelivered and writes nothing; a chunk that kills its worker (queue/attempts.py)
+        # dies ~13 times before its poison sample is isolated, and each death costs this wait.
+        "worker_lost_wait": 1.0,
         "worker_prefetch_multiplier": 1,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_send_task_events": False,
@@ -184,6 +192,58 @@ class TaskQueue:
                 f"the task queue at {self._redacted()} refused work after {sent} job(s): {exc}"
             ) from exc
         return sent
+
+    def send_derived(self, run_id: int, key: str) -> None:
+        """The one task of a derived run (projection, clusters, duplicates), on the default queue."""
+        try:
+            self.app.send_task(
+                DERIVED_RUN_TASK,
+                args=[int(run_id), key],
+                queue=DEFAULT_QUEUE,
+                retry_policy=PUBLISH_RETRY_POLICY,
+                ignore_result=True,
+            )
+        except Exception as exc:
+            raise QueueUnavailable(f"the task queue at {self._redacted()} refused the run: {exc}") from exc
+
+    def embed_text(self, run_id: int, text: str, timeout_s: float) -> list[float]:
+        """The query embedded by run `run_id`'s CLIP text tower in a worker; waits for the answer.
+
+        QueueUnavailable when the broker refuses it, TimeoutError when no worker answers in time."""
+        try:
+            result = self.app.send_task(
+                EMBED_TEXT_TASK,
+                args=[int(run_id), text],
+                queue=DEFAULT_QUEUE,
+                retry_policy=PUBLISH_RETRY_POLICY,
+                ignore_result=False,
+                expires=timeout_s,  # a worker that comes up later drops it: nobody waits any more
+            )
+        except Exception as exc:
+            raise QueueUnavailable(f"the task queue at {self._redacted()} refused the query: {exc}") from exc
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            value = result.get(timeout=timeout_s, interval=0.05, propagate=True)
+        except CeleryTimeout:
+            raise TimeoutError(
+                f"no worker answered within {timeout_s:.0f} s: is a worker consuming the '{DEFAULT_QUEUE}' queue?"
+            ) from None
+        finally:
+            with contextlib.suppress(Exception):  # the result backend keeps no answer nobody will read
+                result.forget()
+        return [float(v) for v in value]
+
+    def waiting(self, queue: str = GPU_QUEUE) -> int:
+        """Messages waiting in `queue` (not those a worker has taken); QueueUnavailable when the broker does not
+        answer. The stall sweeper re-enqueues a stalled run only when nothing waits: its chunks are lost."""
+        try:
+            with self.app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=5)
+                channel = conn.default_channel
+                return int(channel.queue_declare(queue=queue, passive=False).message_count)
+        except Exception as exc:
+            raise QueueUnavailable(f"the task queue at {self._redacted()} is unreachable: {exc}") from exc
 
     def close(self) -> None:
         self.app.close()

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from backend.datasets import UnsafePath, resolve_inside
 from backend.models import Dataset, Run, Sample, Score
+from backend.queue.attempts import forget_run
 from backend.queue.progress import ACTIVE, aware, recount, update_rate, utcnow
 from backend.scorer_specs import ScoreItem, ScoreResult
 
@@ -258,5 +259,6 @@ def upsert_scores(
         if run.done >= run.total:
             run.status, run.finished_at = "done", now
             run.message = f"{run.errors} sample(s) could not be scored" if run.errors else None
+            forget_run(session, run_id)  # its chunks' delivery records (poison chunks) are of no more use
     session.flush()
     return UpsertReport(n, n_err, run.status)

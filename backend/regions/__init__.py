@@ -10,7 +10,11 @@ Modules: :mod:`~backend.regions.models` (the REST shapes: regions, range filters
 :mod:`~backend.regions.sampling` (reproducible draws and the staged curriculum); :mod:`~backend.regions.arrays`
 holds the array types and coercions they share.
 
-Rules shared by every region except ``all``:
+Two regions are not decided on the plane: ``combine`` (union, intersection or difference of saved selections)
+and ``ids`` (one saved selection's stored ids, e.g. an imported subset) read the store, so
+:mod:`backend.selection_combine` resolves them; :func:`region_mask` refuses them.
+
+Rules shared by every region except ``all``, ``combine`` and ``ids``:
 
 - A point with a non-finite coordinate (NaN, +-inf) on either axis is outside. Quantiles, ranks and
   default minima are computed over the points that are finite on both axes (the *population*).
@@ -31,12 +35,16 @@ from __future__ import annotations
 
 from backend.regions.masks import grid_cells, quantile_edges, region_mask
 from backend.regions.models import (
+    MAX_COMBINED,
     MAX_GRID_N,
     MAX_POLYGON_VERTICES,
+    SET_REGIONS,
     AllRegion,
     BoxRegion,
+    CombineRegion,
     CurriculumBuilder,
     GridRegion,
+    IdsRegion,
     PolygonRegion,
     QuantilesRegion,
     RangeFilter,
@@ -46,21 +54,27 @@ from backend.regions.models import (
     parse_region,
 )
 from backend.regions.polygon import points_in_polygon, simplify_polygon
-from backend.regions.sampling import curriculum_stages, sample_indices
+from backend.regions.sampling import balanced_counts, balanced_indices, curriculum_stages, sample_indices
 
 __all__ = [
+    "MAX_COMBINED",
     "MAX_GRID_N",
     "MAX_POLYGON_VERTICES",
+    "SET_REGIONS",
     "AllRegion",
     "BoxRegion",
+    "CombineRegion",
     "CurriculumBuilder",
     "GridRegion",
+    "IdsRegion",
     "PolygonRegion",
     "QuantilesRegion",
     "RangeFilter",
     "Region",
     "Sample",
     "TopRegion",
+    "balanced_counts",
+    "balanced_indices",
     "curriculum_stages",
     "grid_cells",
     "parse_region",

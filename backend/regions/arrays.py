@@ -42,3 +42,14 @@ def closed_mask(v: np.ndarray, lo: float | None, hi: float | None) -> BoolArray:
     if hi is not None:
         m &= v <= hi
     return m
+
+
+def unique_sorted(a: npt.ArrayLike) -> np.ndarray:
+    """The distinct values of a one-dimensional integer array, sorted, in its own dtype. Not ``np.unique``: NumPy
+    2.4's hash-based unique took 1.1-2.7 s for 665K int32 ids here, a sort ~25 ms (and arrays that are sorted and
+    distinct already, as saved ids usually are, cost one pass)."""
+    arr = np.asarray(a)
+    if arr.size < 2 or bool(np.all(arr[1:] > arr[:-1])):
+        return arr
+    arr = np.sort(arr)
+    return arr[np.concatenate(([True], arr[1:] != arr[:-1]))]

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from backend.regions.arrays import BoolArray, FloatArray, IntArray, closed_mask, population, xy
 from backend.regions.models import (
+    SET_REGIONS,
     AllRegion,
     BoxRegion,
     GridRegion,
@@ -117,6 +118,8 @@ def region_mask(region: Region | dict[str, Any], x: npt.ArrayLike, y: npt.ArrayL
     xa, ya = xy(x, y)
     if isinstance(r, AllRegion):
         return np.ones(xa.shape, dtype=bool)
+    if isinstance(r, SET_REGIONS):
+        raise TypeError(f"a {r.type!r} region is decided from saved selections, not coordinates")
     if isinstance(r, PolygonRegion):
         return points_in_polygon(xa, ya, r.array())
     # float64 throughout: NumPy 2 would otherwise round Python-float bounds to float32 before comparing.

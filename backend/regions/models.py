@@ -115,8 +115,39 @@ class AllRegion(_Strict):
     type: Literal["all"] = "all"
 
 
+MAX_COMBINED = 32
+_SelectionId = Annotated[int, Field(ge=1, le=2_147_483_647)]
+
+
+class CombineRegion(_Strict):
+    """Set algebra over saved selections' stored sample ids: ``union``, ``intersection`` or ``difference`` (the
+    first minus all the others). Resolved by :mod:`backend.selection_combine`, not on the plane."""
+
+    type: Literal["combine"] = "combine"
+    op: Literal["union", "intersection", "difference"]
+    selections: list[_SelectionId] = Field(min_length=1, max_length=MAX_COMBINED)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CombineRegion:
+        if len(set(self.selections)) != len(self.selections):
+            raise ValueError(f"combine: selections must be distinct, got {self.selections}")
+        if self.op != "union" and len(self.selections) < 2:
+            raise ValueError(f"combine: {self.op} needs at least 2 selections")
+        return self
+
+
+class IdsRegion(_Strict):
+    """The sample ids stored with saved selection ``selection`` (an imported subset names itself here)."""
+
+    type: Literal["ids"] = "ids"
+    selection: _SelectionId
+
+
+# Regions decided from saved selections rather than from the points' coordinates.
+SET_REGIONS = (CombineRegion, IdsRegion)
+
 Region = Annotated[
-    PolygonRegion | BoxRegion | QuantilesRegion | GridRegion | TopRegion | AllRegion,
+    PolygonRegion | BoxRegion | QuantilesRegion | GridRegion | TopRegion | AllRegion | CombineRegion | IdsRegion,
     Field(discriminator="type"),
 ]
 _REGION_ADAPTER: TypeAdapter[Region] = TypeAdapter(Region)
@@ -129,11 +160,20 @@ def parse_region(obj: Any) -> Region:
     return _REGION_ADAPTER.validate_python(obj)
 
 
+class Balance(_Strict):
+    """Spread a sample over a clusters run's clusters (see :func:`backend.regions.sampling.balanced_counts`)."""
+
+    run: int = Field(ge=1, le=2_147_483_647, description="a finished clusters run of the dataset")
+    mode: Literal["proportional", "uniform"] = "proportional"
+
+
 class Sample(_Strict):
-    """Keep ``n`` points drawn uniformly at random with ``seed`` (see :func:`sample_indices`)."""
+    """Keep ``n`` points drawn uniformly at random with ``seed`` (see :func:`sample_indices`); with
+    ``balance``, drawn per cluster of a clusters run (:func:`backend.regions.sampling.balanced_indices`)."""
 
     n: int = Field(ge=1)
     seed: int = Field(default=0, ge=0)
+    balance: Balance | None = None
 
 
 class RangeFilter(_Strict):

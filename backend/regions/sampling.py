@@ -7,7 +7,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from backend.regions.arrays import IntArray, population, xy
+from backend.regions.arrays import IntArray, population, unique_sorted, xy
 
 
 def _draw(candidates: IntArray, n: int, rng: np.random.Generator) -> IntArray:
@@ -35,8 +35,74 @@ def sample_indices(indices: npt.ArrayLike, n: int, seed: int) -> IntArray:
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    cand = np.unique(np.asarray(indices, dtype=np.int64))
+    cand = unique_sorted(np.asarray(indices, dtype=np.int64))
     return _draw(cand, n, _rng(seed))
+
+
+def balanced_counts(sizes: npt.ArrayLike, n: int, mode: str) -> IntArray:
+    """How many points to draw from each group (cluster) of ``sizes`` points, ``n`` in all (capped at the total).
+
+    - ``proportional``: largest remainder (Hamilton): each group gets ``floor(n * size / total)``, and the
+      points left over go one each to the groups with the largest fractional parts (ties: the lower group);
+      no group gets more than it has, since ``n <= total``.
+    - ``uniform``: water-filling: every group gets ``min(size, L)`` for the largest level ``L`` that keeps
+      the total within ``n``, and the few points still missing go one each to the first groups (in group
+      order) with more than ``L`` points. So a group too small for its even share gives all it has, and the
+      shares of the others differ by at most one.
+    """
+    sz = np.asarray(sizes, dtype=np.int64)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if (sz < 0).any():
+        raise ValueError("group sizes must be >= 0")
+    total = int(sz.sum())
+    n = min(n, total)
+    out = np.zeros(sz.size, dtype=np.int64)
+    if n == 0:
+        return out
+    if mode == "proportional":
+        exact = sz * n  # integer arithmetic: floor and remainders are exact
+        out = exact // total
+        rem = exact - out * total
+        left = n - int(out.sum())
+        order = np.lexsort((np.arange(sz.size), -rem))  # largest remainder first, then the lower group
+        out[order[:left]] += 1
+        return out
+    if mode != "uniform":
+        raise ValueError(f"mode must be 'proportional' or 'uniform', got {mode!r}")
+    # Water level: the largest L with sum(min(size, L)) <= n; then one more each to the first groups that
+    # still have points, for what is left (fewer than the number of such groups, by the choice of L).
+    lo, hi = 0, int(sz.max())
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(np.minimum(sz, mid).sum()) <= n:
+            lo = mid
+        else:
+            hi = mid - 1
+    out = np.minimum(sz, lo)
+    left = n - int(out.sum())
+    out[np.flatnonzero(sz > lo)[:left]] += 1
+    return out
+
+
+def balanced_indices(indices: npt.ArrayLike, groups: npt.ArrayLike, n: int, seed: int, mode: str) -> IntArray:
+    """``n`` of ``indices`` spread over their ``groups`` (one label per index; a negative label = no group,
+    never drawn) by :func:`balanced_counts`, each group's share drawn as :func:`sample_indices` draws, from one
+    PCG64(seed) stream in group order; sorted. Same inputs and seed, same result."""
+    idx = np.asarray(indices, dtype=np.int64)
+    lab = np.asarray(groups, dtype=np.int64)
+    if idx.shape != lab.shape:
+        raise ValueError(f"indices {idx.shape} and groups {lab.shape} differ in shape")
+    keep = lab >= 0
+    idx, lab = idx[keep], lab[keep]
+    if idx.size == 0:
+        return np.empty(0, dtype=np.int64)
+    uniq, inverse = np.unique(lab, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=uniq.size)
+    counts = balanced_counts(sizes, n, mode)
+    rng = _rng(seed)
+    out = [_draw(unique_sorted(idx[inverse == g]), int(c), rng) for g, c in enumerate(counts)]
+    return np.sort(np.concatenate(out)) if out else np.empty(0, dtype=np.int64)
 
 
 def curriculum_stages(

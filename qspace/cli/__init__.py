@@ -8,9 +8,10 @@ import sys
 
 import typer
 
-from qspace.cli import data, scoring, serving
+from qspace.cli import backup, data, scoring, serving
 from qspace.cli.db import db_app
 from qspace.cli.experiment import experiment_app
+from qspace.cli.tokens import token_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Explore the quality space of multimodal data.")
 app.add_typer(db_app, name="db")
@@ -22,6 +23,9 @@ app.command()(scoring.worker)
 app.command()(scoring.score)
 app.command("tiny-models")(scoring.tiny_models)
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(token_app, name="token")
+app.command()(backup.backup)
+app.command()(backup.restore)
 
 
 def main() -> None:

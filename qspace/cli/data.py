@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +38,7 @@ def ingest(
 ) -> None:
     """Ingest dataset files as one new dataset and print its id."""
     from backend.db import make_session_factory, session_scope
-    from backend.ingest import IngestError, IngestOptions
+    from backend.ingest import IngestError, IngestOptions, IngestProgress
     from backend.ingest import ingest as do_ingest
     from backend.task_types import load_prompts, load_rules
 
@@ -60,11 +61,18 @@ def ingest(
         task_type_from_file=task_type_from_file,
         dedupe=dedupe,
     )
-    try:
-        with session_scope(make_session_factory(engine)) as session:
-            report = do_ingest(session, opts)
-    except IngestError as exc:
-        fail(f"nothing was ingested:\n{exc}", code=2)
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    # The bar goes to stderr: stdout carries only the dataset id, for scripts.
+    with typer.progressbar(length=max(total, 1), label="ingest", file=sys.stderr) as bar:
+
+        def progress(p: IngestProgress) -> None:
+            bar.update(max(0, p.bytes_done - bar.pos))
+
+        try:
+            with session_scope(make_session_factory(engine)) as session:
+                report = do_ingest(session, opts, progress)
+        except IngestError as exc:
+            fail(f"nothing was ingested:\n{exc}", code=2)
     types = ", ".join(f"{k}: {v}" for k, v in sorted(report.task_types.items(), key=lambda kv: -kv[1]))
     typer.secho(
         f"dataset {report.dataset_id} {name!r}: {report.n_samples} samples in {report.seconds:.1f} s ({types})"

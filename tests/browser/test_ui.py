@@ -287,6 +287,23 @@ def test_errors_are_words_and_text_is_escaped(page: Any, live: Live, traffic: Tr
     page.click(f"#{ids.INGEST_SUBMIT}")
     page.wait_for_selector(f"#{ids.INGEST_RESULT} .alert-error", timeout=TIMEOUT)
     assert "outside" in page.locator(f"#{ids.INGEST_RESULT}").inner_text()
+    # A malformed file: the ingest job (202) fails, and its error names the file, record and field.
+    bad = live.root / "ui_bad.json"
+    bad.write_text(json.dumps([{"id": "a", "conversations": [{"from": "robot", "value": "hi"}]}]))
+    page.fill(f"#{ids.INGEST_PATHS}", str(bad))
+    page.click(f"#{ids.INGEST_SUBMIT}")
+    page.wait_for_selector(f"#{ids.INGEST_RESULT} .alert-error >> text=record 0", timeout=TIMEOUT)
+    said = page.locator(f"#{ids.INGEST_RESULT}").inner_text()
+    assert "ui_bad.json" in said and "conversations[0].from" in said and "robot" in said
+    # A good one: the job ends done and the page moves to the new dataset.
+    good = live.root / "ui_good.json"
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    good.write_text(json.dumps([{"id": f"g{i}", "conversations": turns} for i in range(3)]))
+    page.fill(f"#{ids.INGEST_NAME}", "ui-ingested")
+    page.fill(f"#{ids.INGEST_PATHS}", str(good))
+    page.click(f"#{ids.INGEST_SUBMIT}")
+    page.wait_for_url("**/datasets?ds=*", timeout=TIMEOUT)
+    page.wait_for_selector(f"#{ids.DS_TABLE} >> text=ui-ingested", timeout=TIMEOUT)
     # Dataset text arrives as text: no markup, no script, no markdown.
     open_explore(page, live, live.hostile_ds)
     card_text = page.locator(".gcard").first.inner_text()

@@ -102,7 +102,7 @@ def test_unreachable_api_is_explained() -> None:
         client(slow).datasets()
 
 
-def test_token_only_on_mutations_and_error_body_kept() -> None:
+def test_token_on_every_call_and_error_body_kept() -> None:
     seen: list[httpx.Request] = []
 
     def handler(req: httpx.Request) -> httpx.Response:
@@ -115,7 +115,7 @@ def test_token_only_on_mutations_and_error_body_kept() -> None:
     api.datasets()
     with pytest.raises(ApiError) as info:
         api.create_dataset({"name": "x", "paths": ["a.json"]}, token="typed-by-user")
-    assert "authorization" not in seen[0].headers
+    assert seen[0].headers["authorization"] == "Bearer server-side"  # reads too: a configured token guards them
     assert seen[1].headers["authorization"] == "Bearer typed-by-user"
     assert info.value.body["problems"] == ["a.json: record 3"]
 
@@ -153,3 +153,76 @@ def test_rebase_points_the_client_elsewhere() -> None:
     api.rebase("http://127.0.0.1:8123/")
     api.datasets()
     assert hosts == ["api.test:None", "127.0.0.1:8123"] and api.base_url == "http://127.0.0.1:8123"
+
+
+def test_the_browser_sessions_token_goes_on_every_call() -> None:
+    import httpx
+
+    from frontend.api_client import REQUEST_TOKEN, ApiClient
+    from frontend.app import create_app
+
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=[])
+
+    api = ApiClient("http://api", transport=httpx.MockTransport(handler))
+    api.datasets()
+    reset = REQUEST_TOKEN.set("qs_abc")
+    try:
+        api.datasets()  # a read carries it too
+    finally:
+        REQUEST_TOKEN.reset(reset)
+    assert seen == [None, "Bearer qs_abc"]
+    # The Dash server takes it from each request's X-Qspace-Token header (assets/token.js sets it).
+    app = create_app(api=api)
+    got: list[str | None] = []
+    app.server.add_url_rule("/probe", "probe", lambda: got.append(REQUEST_TOKEN.get()) or "ok")
+    client = app.server.test_client()
+    client.get("/probe", headers={"X-Qspace-Token": "qs_xyz"})
+    client.get("/probe")
+    assert got == ["qs_xyz", None]
+
+
+def ids_stream(ids: list[int]) -> bytes:
+    table = pa.table({"id": pa.array(ids, type=pa.int32())})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue()
+
+
+def test_members_and_compare_calls() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        if req.url.path.endswith("/members"):
+            return httpx.Response(200, content=ids_stream([3, 5, 8]))
+        return httpx.Response(200, json={"dataset_id": 1, "selections": [], "overlap": [], "axes": []})
+
+    api = client(handler, token="t")
+    got = api.selection_members(4)
+    assert got.tolist() == [3, 5, 8] and got.dtype == np.int32
+    assert seen[-1].method == "GET" and seen[-1].url.path == "/api/selections/4/members"
+    assert seen[-1].url.params["format"] == "arrow"
+    body = {"x": "4:map_x", "y": "4:map_y", "region": {"type": "box", "x": [0, 1], "y": [0, 1]}}
+    assert api.recipe_members(2, body).tolist() == [3, 5, 8]
+    assert seen[-1].method == "POST" and seen[-1].url.path == "/api/datasets/2/selections/members"
+    assert json.loads(seen[-1].content) == body and seen[-1].headers["Authorization"] == "Bearer t"
+    assert api.compare_selections([4, 7, 9])["dataset_id"] == 1
+    assert seen[-1].url.path == "/api/selections/compare" and seen[-1].url.params["ids"] == "4,7,9"
+
+
+def test_members_that_are_not_arrow_are_an_api_error() -> None:
+    api = client(lambda req: httpx.Response(200, content=b"nope"))
+    with pytest.raises(ApiError, match="not an Arrow stream"):
+        api.selection_members(1)
+    no_id = io.BytesIO()
+    table = pa.table({"x": pa.array([1], type=pa.int32())})
+    with pa.ipc.new_stream(no_id, table.schema) as w:
+        w.write_table(table)
+    api = client(lambda req: httpx.Response(200, content=no_id.getvalue()))
+    with pytest.raises(ApiError, match="lack the column 'id'"):
+        api.selection_members(1)

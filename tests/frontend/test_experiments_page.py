@@ -532,3 +532,14 @@ def test_the_address_keeps_the_pages_own_parameters() -> None:
 
 def test_fixed_results_are_plain_json() -> None:
     json.dumps(EXPERIMENT)  # the fixture is what the API sends: plain JSON
+
+
+def test_a_saved_selection_on_transformed_axes_opens_with_them() -> None:
+    sel = {"id": 5, "dataset_id": 1, "name": "per type",
+           "recipe": {"x": "loss@type_rank", "y": "1:similarity@log", "region": {"type": "box", "x": [0.9, None]},
+                      "resolved_axes": {"x": {"axis": "2:loss_sum@type_rank"}, "y": {"axis": "1:similarity@log"}}}}  # fmt: skip
+    options = [{"value": "1:similarity", "label": "clip"}, {"value": "2:loss_sum", "label": "loss"}]
+    opened = opened_selection(FakeCtx(sel), 1, {"sel": "5"}, options)  # type: ignore[arg-type]
+    assert opened is not None and (opened.x, opened.y) == ("2:loss_sum@type_rank", "1:similarity@log")
+    sel["recipe"]["resolved_axes"] = {"x": {"axis": "2:loss_sum@zzz"}, "y": {"axis": "1:similarity"}}  # type: ignore[index]
+    assert opened_selection(FakeCtx(sel), 1, {"sel": "5"}, options) is None  # type: ignore[arg-type]

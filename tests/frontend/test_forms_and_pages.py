@@ -168,3 +168,45 @@ def test_points_cache_fetches_once_per_key_even_when_asked_concurrently() -> Non
     expired.get(1, "x", "y")
     expired.get(1, "x", "y")
     assert len(calls) == 6
+
+
+def test_axis_scales() -> None:
+    from frontend.pages.explore.query import axis_label, axis_scale, scaled_axis, scaled_options
+
+    assert axis_scale("2:loss_sum@log") == "log" and axis_scale("2:loss_sum") == "" and axis_scale(None) == ""
+    assert axis_scale("2:loss_sum@log@type_z") == ""  # a chain this page does not offer: shown as is
+    assert scaled_axis("2:loss_sum", "type_rank") == "2:loss_sum@type_rank"
+    assert scaled_axis("2:loss_sum@type_rank", "log") == "2:loss_sum@log" and scaled_axis("2:loss_sum@log", "") == "2:loss_sum"
+    labels = {"2:loss_sum": "mllm_loss loss_sum (run 2)"}
+    assert axis_label(labels, "2:loss_sum@type_z") == "mllm_loss loss_sum (run 2) · z in type"
+    assert axis_label(labels, "2:loss_sum") == "mllm_loss loss_sum (run 2)"
+    options = [{"label": "clip", "value": "1:similarity"}, {"label": "loss", "value": "2:loss_sum"}]
+    assert scaled_options(options, "log") == [
+        {"label": "clip · log", "value": "1:similarity@log"},
+        {"label": "loss · log", "value": "2:loss_sum@log"},
+    ]
+    assert scaled_options(options, "") == options
+
+
+def test_the_scale_choice_rewrites_the_axis_dropdown() -> None:
+    """The explore page's scale radio, through the real app: the x dropdown's options and value follow it."""
+    from frontend.app import create_app
+
+    app = create_app("http://127.0.0.1:9")
+    try:
+        options = [{"label": "clip", "value": "1:similarity"}, {"label": "loss", "value": "2:loss_sum"}]
+        body = {
+            "output": "..explore-x.options...explore-x.value..",
+            "outputs": [{"id": "explore-x", "property": "options"}, {"id": "explore-x", "property": "value"}],
+            "inputs": [{"id": "explore-x-scale", "property": "value", "value": "type_rank"}],
+            "state": [
+                {"id": "explore-x", "property": "value", "value": "2:loss_sum@log"},
+                {"id": "explore-setup", "property": "data", "value": {"ds": 1, "axis_options": options}},
+            ],
+            "changedPropIds": ["explore-x-scale.value"],
+        }
+        got = app.server.test_client().post("/_dash-update-component", json=body).get_json()["response"]
+        assert got["explore-x"]["value"] == "2:loss_sum@type_rank"
+        assert [o["value"] for o in got["explore-x"]["options"]] == ["1:similarity@type_rank", "2:loss_sum@type_rank"]
+    finally:
+        app.server.config["QSPACE_UI_CONTEXT"].api.close()

@@ -61,6 +61,7 @@ def _check(app: Any) -> None:
                 {"id": "url", "property": "pathname", "value": "/explore"},
                 {"id": "url", "property": "search", "value": ""},
                 {"id": "dataset-select", "property": "value", "value": None},
+                {"id": "api-token-store", "property": "data", "value": None},
             ],
             "state": [{"id": "dataset-store", "property": "data", "value": None}],
             "changedPropIds": ["url.pathname"],

@@ -14,6 +14,7 @@ from backend.scorer_specs import (
     ScoreItem,
     ScoreResult,
     list_specs,
+    metrics_for,
     path_content_hash,
     runtime_fields,
     scorer_key,
@@ -94,7 +95,18 @@ def test_key_is_stable_and_ignores_order_defaults_and_runtime_knobs() -> None:
                 {"scale": "x100"},
             ],
         ),
-        ("mllm_loss", [{"model": "x/y"}, {"template": "llava_v1"}, {"include_eos": False}, {"max_length": 64}]),
+        (
+            "mllm_loss",
+            [
+                {"model": "x/y"},
+                {"template": "llava_v1"},
+                {"include_eos": False},
+                {"max_length": 64},
+                {"image_gain": True},
+                {"question_gain": True},
+                {"image_gain": True, "question_gain": True},
+            ],
+        ),
         ("lm_loss", [{"model": "gpt2-medium"}, {"template": "llava_v1"}, {"include_eos": False}, {"max_length": 9}]),
         ("length", [{"model": "gpt2"}]),
     ],
@@ -102,6 +114,33 @@ def test_key_is_stable_and_ignores_order_defaults_and_runtime_knobs() -> None:
 def test_key_changes_with_every_param(kind: str, changes: list[dict]) -> None:
     keys = {scorer_key(kind, {})} | {scorer_key(kind, c) for c in changes}
     assert len(keys) == len(changes) + 1
+
+
+def test_options_added_later_leave_existing_keys_alone() -> None:
+    # The keys mllm_loss runs had before image_gain / question_gain existed (computed then).
+    assert scorer_key("mllm_loss", {}) == "455818c1f5335e90b2169d71f2f3ebae75c18bbba60aa984f6fb08b6212d8d33"
+    assert scorer_key("mllm_loss", {"image_gain": False, "question_gain": False}) == scorer_key("mllm_loss", {})
+    assert (
+        scorer_key("mllm_loss", {"template": "llava_v1", "max_length": 64, "question_gain": False})
+        == "86e7d585d83808af84b7837c9db4a703d4421fd7e901b42c8c53a32292703ccb"
+    )
+
+
+def test_optional_metrics_follow_the_params() -> None:
+    base = ("loss_sum", "loss_mean", "tokens", "perplexity")
+    assert metrics_for("mllm_loss", {}) == base
+    assert metrics_for("mllm_loss", {"image_gain": True}) == (*base, "loss_no_image", "image_gain")
+    assert metrics_for("mllm_loss", {"question_gain": True, "image_gain": True}) == (
+        *base, "loss_no_image", "image_gain", "loss_no_question", "mifd"
+    )
+    spec = {s["kind"]: s for s in list_specs()}
+    assert spec["mllm_loss"]["optional_metrics"] == {
+        "image_gain": ["loss_no_image", "image_gain"],
+        "question_gain": ["loss_no_question", "mifd"],
+    }
+    assert spec["clip"]["optional_metrics"] == {}
+    with pytest.raises(ValueError, match="image_gain"):
+        metrics_for("mllm_loss", {"image_gain": "sometimes"})
 
 
 def test_key_follows_local_checkpoint_content_not_its_path(tmp_path: Path) -> None:
@@ -162,6 +201,7 @@ def test_dataclasses() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         item.sample_id = 2  # type: ignore[misc]
     assert ScoreResult(1, None, "no image").error == "no image"
+    assert ScoreResult(1, {"loss_sum": 1.0}, None).omitted is None
 
 
 def test_module_is_torch_free() -> None:

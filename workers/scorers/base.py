@@ -15,7 +15,14 @@ import torch  # noqa: E402
 from PIL import Image, UnidentifiedImageError  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
-from backend.scorer_specs import ScoreItem, ScoreResult, get_spec, model_identity, validate_params  # noqa: E402
+from backend.scorer_specs import (  # noqa: E402
+    ScoreItem,
+    ScoreResult,
+    get_spec,
+    metrics_for,
+    model_identity,
+    validate_params,
+)
 from workers.scorers.loader import Failed, Loader, preprocess_error, sample_id_of  # noqa: E402
 
 IMAGE_TOKEN = "<image>"
@@ -185,7 +192,7 @@ class Scorer:
         spec = get_spec(self.kind)
         raw = params.model_dump() if isinstance(params, BaseModel) else params
         self.params = spec.params_model.model_validate(validate_params(self.kind, raw))
-        self.metrics = spec.metrics
+        self.metrics = metrics_for(self.kind, raw)
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(self.device, dtype)
         self.batch_size: int = int(getattr(self.params, "batch_size", 64))

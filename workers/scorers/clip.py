@@ -42,6 +42,7 @@ from workers.scorers.clip_images import (
     jpeg_bytes,
     split_transform,
 )
+from workers.scorers.embeddings import KeptEmbeddings, image_means
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _PRECISION = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -183,6 +184,7 @@ class ClipScorer(Scorer):
         if p.long_text == "chunks":
             clip_text_tokens(self.tokenizer, "", "chunks")  # fail at load, not per sample
         self.trim_text = trims_text_padding(self.model)
+        self.kept = KeptEmbeddings()  # keep_embeddings: drained per chunk by the task
         self._image_cache: OrderedDict[ImageKey, torch.Tensor] = OrderedDict()
         self._cache_path = ""  # the image path the cached embeddings were made on
         self.host_transform, mean, std = split_transform(self.preprocess)
@@ -363,6 +365,8 @@ class ClipScorer(Scorer):
         sims = (img * t[img_owner]).sum(-1)
         per_sample = torch.zeros(len(ok), device=self.device).index_add_(0, img_owner, sims)
         per_sample = per_sample / torch.tensor(counts, device=self.device)
+        if self.params.keep_embeddings:
+            self.kept.add([x.sample_id for x in ok], image_means(img, img_owner, counts), t)
         scale = 100.0 if self.params.scale == "x100" else 1.0
         values = (per_sample * scale).tolist()
         return failed + [

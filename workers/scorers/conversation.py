@@ -42,6 +42,16 @@ def _turn_images(conversations: Sequence[dict[str, str]], n_images: int) -> list
     return [(r, t, n_images if i == first else 0) for i, (r, t, _) in enumerate(rows)]
 
 
+def without_questions(conversations: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """The conversation with every question's text removed and its ``<image>`` tokens kept where the data put
+    them: the prompt of "the answers given the image only" (``mllm_loss``'s ``question_gain``). The human
+    turns stay, empty, so the role markers around each answer, and so its tokens, do not change."""
+    return [
+        {**c, "value": IMAGE_TOKEN * (c.get("value") or "").count(IMAGE_TOKEN)} if c.get("from") == "human" else c
+        for c in conversations
+    ]
+
+
 class ConversationEncoder:
     """Renders a conversation and tokenizes it, marking the answer tokens by character offsets."""
 

@@ -13,6 +13,7 @@ Rendering and counting live in :mod:`workers.scorers.conversation`, the ``mllm_l
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -97,6 +98,8 @@ def answer_logprobs(
     device: torch.device,
     pixel_values: torch.Tensor | None = None,
     padding_mask: bool = True,
+    cache: Any = None,
+    offset: int = 0,
 ) -> list[tuple[float, int]]:
     """(sum of log p(token), count) over each sequence's targets: one right-padded forward, the head
     applied at the target positions only, in chunks.
@@ -104,21 +107,27 @@ def answer_logprobs(
     ``padding_mask=False`` is exact for purely causal models: with right padding a real token never
     attends to a later (padded) position, so the causal mask alone suffices, and attention takes its
     fast unmasked kernels (flash on CUDA).
+
+    ``cache`` (with ``offset``): the model's key/value cache of the first ``offset`` tokens, which every
+    sequence shares the length of (each its own tokens); only ``ids[offset:]`` go through the model then,
+    and every target lies past ``offset``.
     """
-    n, width = len(seqs), max(len(s.ids) for s in seqs)
+    n, width = len(seqs), max(len(s.ids) for s in seqs) - offset
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
     for b, s in enumerate(seqs):
-        ids[b, : len(s.ids)] = torch.tensor(s.ids)
-        mask[b, : len(s.ids)] = 1
+        ids[b, : len(s.ids) - offset] = torch.tensor(s.ids[offset:])
+        mask[b, : len(s.ids) - offset] = 1
     rows = torch.cat([torch.full((len(s.targets),), b, dtype=torch.long) for b, s in enumerate(seqs)])
-    cols = torch.cat([torch.tensor(s.targets, dtype=torch.long) for s in seqs])
+    cols = torch.cat([torch.tensor(s.targets, dtype=torch.long) for s in seqs]) - offset
     targets = ids[rows, cols].to(device, non_blocking=True)
-    kwargs: dict[str, Any] = {"input_ids": ids.to(device, non_blocking=True), "use_cache": False}
+    kwargs: dict[str, Any] = {"input_ids": ids.to(device, non_blocking=True), "use_cache": cache is not None}
     if padding_mask:
         kwargs["attention_mask"] = mask.to(device, non_blocking=True)
     if pixel_values is not None:
         kwargs["pixel_values"] = pixel_values
+    if cache is not None:
+        kwargs[cache_argument(base)] = cache
     hidden = base(**kwargs)[0]  # [n, width, hidden]
     # Token at p is predicted by the hidden state at p - 1.
     h = hidden[rows.to(device), (cols - 1).to(device)]
@@ -131,6 +140,17 @@ def answer_logprobs(
         logp[i : i + step] = logits.gather(1, targets[i : i + step, None])[:, 0] - logits.logsumexp(-1)
     sums = torch.zeros(n, dtype=torch.float64, device=device).index_add_(0, rows.to(device), logp.double())
     return [(float(v), len(s.targets)) for v, s in zip(sums.tolist(), seqs, strict=True)]
+
+
+def cache_argument(model: Any) -> str:
+    """The name of ``model.forward``'s key/value cache argument (transformers 5 renamed ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def model_cache(output: Any) -> Any:
+    """The key/value cache a forward returned (``cache``, or ``past_key_values`` before transformers 5)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def loss_metrics(logprob_sum: float, tokens: int) -> dict[str, float]:

@@ -10,7 +10,7 @@ from starlette.background import BackgroundTask
 
 from backend import datasets as store
 from backend import exports
-from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
+from backend.api.deps import READ_ONLY, Id, SessionDep, SettingsDep, SpaceDep
 from backend.models import Curriculum
 from backend.schemas import CurriculumOut, StageOut
 from backend.selections import CurriculumRequest, SelectionError, by_task_type, ids_from_bytes, plan_curriculum
@@ -39,6 +39,7 @@ def curriculum_out(session: SessionDep, space_store: SpaceDep, cur: Curriculum) 
         stages=stages,
         count=sum(s.count for s in stages),
         created_at=cur.created_at,
+        created_by=cur.created_by,
     )
 
 
@@ -54,7 +55,7 @@ def create_curriculum(ds: Id, body: CurriculumRequest, session: SessionDep, spac
     return curriculum_out(session, space_store, cur)
 
 
-@router.post("/datasets/{ds}/curricula/preview")
+@router.post("/datasets/{ds}/curricula/preview", openapi_extra=READ_ONLY)
 def preview_curriculum(ds: Id, body: CurriculumRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
     """Stage thresholds and sizes of a builder recipe, without saving (for live stage sizes in the UI)."""
     store.get_dataset(session, ds)

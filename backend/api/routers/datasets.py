@@ -3,12 +3,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 
 from backend import datasets as store
+from backend import ingest_jobs
 from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
-from backend.ingest import IngestOptions, ingest
+from backend.derived_runs import dataset_run_keys, delete_files_of
+from backend.ingest import IngestOptions, ingest, precheck
+from backend.job_schemas import IngestAccepted
+from backend.jobs import get_job, job_out
 from backend.schemas import MAX_PAGE, DatasetCreate, DatasetOut, Page, SampleOut
+from backend.settings import Settings
+from backend.space.persisted import delete_dataset_columns
 from backend.task_types import load_prompts, load_rules
 
 router = APIRouter(tags=["datasets"])
@@ -19,9 +27,41 @@ def list_datasets(session: SessionDep) -> list[DatasetOut]:
     return store.list_datasets(session)
 
 
-@router.post("/datasets", response_model=DatasetOut, status_code=201)
-def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep) -> DatasetOut:
-    """Ingest files that lie on the server, under the allowed roots."""
+# With wait=true the answer is 201 and a Dataset (DatasetOut), which the schema leaves to the description: the
+# documented answer, the one clients build on, is the 202.
+@router.post("/datasets", status_code=202, response_model=IngestAccepted)
+def create_dataset(
+    body: DatasetCreate,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    wait: Annotated[
+        bool, Query(description="for scripts: ingest within the request and answer 201 with the Dataset")
+    ] = False,
+) -> IngestAccepted | JSONResponse:
+    """Ingest files that lie on the server, under the allowed roots: 202 with the ingest job at once (follow it at
+    GET /api/jobs/{id}; its result holds dataset_id), or with wait=true 201 with the dataset. Refusals that need
+    no reading (a path outside the roots, a taken name, a missing file) are 4xx at once; a malformed file fails
+    the job, saying which file, record and field, and nothing is written."""
+    opts = _options(body, settings)
+    precheck(session, opts)  # IngestError: 422 (backend/api/app.py)
+    if wait:
+        try:
+            report = ingest(session, opts)
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        dataset = store.describe_dataset(session, store.get_dataset(session, report.dataset_id))
+        return JSONResponse(jsonable_encoder(dataset), status_code=201)
+    session.rollback()  # the precheck's read: on SQLite the job's write starts from a fresh snapshot
+    job_id = ingest_jobs.create_ingest_job(session, opts)
+    session.commit()
+    ingest_jobs.start(request.app.state.session_factory, job_id, opts, session.info.get("created_by"))
+    return IngestAccepted(job=job_out(get_job(session, job_id)), dataset_id=None)
+
+
+def _options(body: DatasetCreate, settings: Settings) -> IngestOptions:
     roots = settings.allowed_roots
     paths = [Path(p) for p in body.paths]
     for p in paths:
@@ -38,7 +78,7 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
         prompts = load_prompts(body.task_type_prompts) if body.task_type_prompts else {}
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
-    opts = IngestOptions(
+    return IngestOptions(
         name=body.name,
         paths=paths,
         image_root=image_root,
@@ -48,13 +88,6 @@ def create_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsD
         task_type_from_file=body.task_type_from_file,
         dedupe=body.dedupe,
     )
-    try:
-        report = ingest(session, opts)
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    return store.describe_dataset(session, store.get_dataset(session, report.dataset_id))
 
 
 @router.get("/datasets/{ds}", response_model=DatasetOut)
@@ -63,9 +96,13 @@ def get_dataset(ds: Id, session: SessionDep) -> DatasetOut:
 
 
 @router.delete("/datasets/{ds}", status_code=204)
-def delete_dataset(ds: Id, session: SessionDep, space_store: SpaceDep) -> Response:
-    store.delete_dataset(session, store.get_dataset(session, ds))
+def delete_dataset(ds: Id, session: SessionDep, space_store: SpaceDep, settings: SettingsDep) -> Response:
+    dataset = store.get_dataset(session, ds)
+    run_files = dataset_run_keys(session, dataset.id)  # its runs' files (kept embeddings) go with it
+    store.delete_dataset(session, dataset)
     session.commit()
+    delete_files_of(settings.data_dir, run_files)
+    delete_dataset_columns(settings.data_dir, ds)  # its persisted score columns (backend/space/persisted.py)
     space_store.drop_dataset(ds)
     return Response(status_code=204)
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from backend import runs as service
-from backend.api.deps import Id, SessionDep, SettingsDep
+from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
 from backend.datasets import get_dataset
+from backend.derived_runs import delete_run as delete_derived_run
+from backend.derived_runs import submit_derived
+from backend.derived_specs import is_derived
 from backend.queue import QueueUnavailable, TaskQueue
 from backend.run_schemas import RunCreate, RunErrorsPage, RunOut
 from backend.schemas import MAX_PAGE
@@ -30,6 +33,16 @@ def create_run(ds: Id, body: RunCreate, request: Request, session: SessionDep, s
     """Score dataset `ds` with a scorer: creates the run and enqueues its chunks. Posting the same scorer
     (same scorer key) again resumes the run: only samples without a result are scored."""
     queue = task_queue(request)
+    if is_derived(body.kind):  # projection / clusters / duplicates of kept embeddings: one task, default queue
+        try:
+            run = submit_derived(
+                session, queue, ds, body.kind, body.params, settings.data_dir, stale_s=2 * settings.job_lease_s
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except QueueUnavailable as exc:
+            raise HTTPException(503, str(exc)) from None
+        return service.run_out(run, tau=settings.progress_window_s)
     try:
         run = service.submit_run(
             session,
@@ -57,6 +70,17 @@ def list_runs(ds: Id, session: SessionDep, settings: SettingsDep) -> list[RunOut
 @router.get("/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: Id, session: SessionDep, settings: SettingsDep) -> RunOut:
     return service.run_out(service.get_run(session, run_id), tau=settings.progress_window_s)
+
+
+@router.delete("/runs/{run_id}", status_code=204)
+def delete_run(run_id: Id, session: SessionDep, settings: SettingsDep, space_store: SpaceDep) -> Response:
+    """Delete a run, its scores and its files (kept embeddings, cluster labels). Chunks still queued for it
+    find no run and are skipped."""
+    run = service.get_run(session, run_id)
+    dataset_id = run.dataset_id
+    delete_derived_run(session, run, settings.data_dir)
+    space_store.drop_dataset(dataset_id)
+    return Response(status_code=204)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=RunOut)

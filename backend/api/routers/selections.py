@@ -3,15 +3,18 @@ from __future__ import annotations
 import tempfile
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.background import BackgroundTask
 
 from backend import datasets as store
 from backend import exports
-from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
+from backend.api.deps import READ_ONLY, Id, SessionDep, SettingsDep, SpaceDep
 from backend.models import Selection
-from backend.schemas import MAX_PAGE, Page, SampleOut, SelectionOut
+from backend.schemas import MAX_PAGE, ErrorOut, Page, SampleOut, SelectionOut
+from backend.selection_compare import CompareError, CompareOut, compare_selections, parse_ids
+from backend.selection_import import ImportRequest, SelectionImportOut, import_selection, parse_upload
 from backend.selections import (
     PreviewRequest,
     SelectionRequest,
@@ -21,6 +24,7 @@ from backend.selections import (
     save_selection,
 )
 from backend.selections import preview_selection as preview
+from backend.space import SpaceStore
 
 router = APIRouter(tags=["selections"])
 
@@ -34,6 +38,7 @@ def selection_out(sel: Selection, counts: dict[str, int]) -> SelectionOut:
         recipe=sel.recipe,
         by_task_type=counts,
         created_at=sel.created_at,
+        created_by=sel.created_by,
     )
 
 
@@ -58,7 +63,7 @@ def create_selection(ds: Id, body: SelectionRequest, session: SessionDep, space_
     return selection_out(sel, res.by_task_type())
 
 
-@router.post("/datasets/{ds}/selections/preview")
+@router.post("/datasets/{ds}/selections/preview", openapi_extra=READ_ONLY)
 def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_store: SpaceDep) -> dict[str, Any]:
     """Count, task-type shares and the first page of a recipe, without saving it (the lasso's round trip)."""
     store.get_dataset(session, ds)
@@ -71,6 +76,59 @@ def list_selections(ds: Id, session: SessionDep, space_store: SpaceDep) -> list[
     store.get_dataset(session, ds)
     rows = session.query(Selection).filter(Selection.dataset_id == ds).order_by(Selection.id.desc()).all()
     return [selection_out(r, by_task_type(session, space_store, ds, ids_from_bytes(r.sample_ids))) for r in rows]
+
+
+@router.post("/datasets/{ds}/selections/import", response_model=SelectionImportOut, status_code=201)
+def import_subset(ds: Id, body: ImportRequest, session: SessionDep, space_store: SpaceDep) -> SelectionImportOut:
+    """Save a subset made elsewhere (external ids, or LLaVA records matched by id or content) as a selection."""
+    return _imported(session, space_store, ds, body)
+
+
+@router.post("/datasets/{ds}/selections/import/file", response_model=SelectionImportOut, status_code=201)
+def import_subset_file(
+    ds: Id,
+    session: SessionDep,
+    space_store: SpaceDep,
+    file: Annotated[UploadFile, File(description="one id per line, a JSON list (ids or LLaVA records), or Parquet")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+    format: Annotated[Literal["auto", "text", "json", "parquet"], Form()] = "auto",
+) -> SelectionImportOut:
+    """The same import from an uploaded file (its kind told by `format`, or by its first bytes)."""
+    store.get_dataset(session, ds)
+    return _imported(session, space_store, ds, parse_upload(file.file.read(), name, format))
+
+
+def _imported(session: Session, space_store: SpaceStore, ds: int, body: ImportRequest) -> SelectionImportOut:
+    dataset = store.get_dataset(session, ds)
+    sel, m = import_selection(session, dataset, body)
+    session.commit()
+    out = selection_out(sel, by_task_type(session, space_store, ds, m.ids))
+    return SelectionImportOut(
+        **out.model_dump(),
+        matched=len(m.ids),
+        unmatched=m.unmatched,
+        unmatched_examples=m.examples,
+        duplicates=m.duplicates,
+        matched_by=m.matched_by,
+    )
+
+
+# Declared before /selections/{sel}: that route would otherwise take "compare" for an id (and answer 422).
+@router.get(
+    "/selections/compare",
+    response_model=CompareOut,
+    responses={400: {"model": ErrorOut, "description": "not 2-3 distinct ids, or ids of different datasets"}},
+)
+def compare(
+    session: SessionDep,
+    space_store: SpaceDep,
+    ids: Annotated[str, Query(max_length=200, description="2 or 3 selection ids of one dataset, e.g. '4,7'")],
+) -> dict[str, Any]:
+    """Counts, task-type mix, every finished run's metrics (median, quartiles) and pairwise overlap."""
+    try:
+        return compare_selections(session, space_store, parse_ids(ids))
+    except CompareError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 @router.get("/selections/{sel}", response_model=SelectionOut)

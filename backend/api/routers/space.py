@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 
 from backend import datasets as store
 from backend.api.deps import Id, SessionDep, SpaceDep
 from backend.space import density, open_plane, plane_arrow, plane_json, resolve_colour, summary
 from backend.space import list_axes as axes_of
+from backend.space.plane import arrow_bytes, colour_values
+from backend.space.sampling import Range, RangeError, parse_range, view
 
 router = APIRouter(tags=["space"])
 
 ARROW = "application/vnd.apache.arrow.stream"
+RangeParam = Annotated[str | None, Query(description="lo,hi: only the points with lo <= value <= hi")]
+
+
+def _ranges(x_range: str | None, y_range: str | None) -> tuple[Range | None, Range | None]:
+    try:
+        return parse_range("x_range", x_range), parse_range("y_range", y_range)
+    except RangeError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 @router.get("/datasets/{ds}/axes")
@@ -38,14 +49,40 @@ def get_space(
     task_type: str | None = None,
     color: Annotated[str | None, Query(description="meta:FIELD or RUN:METRIC")] = None,
     compression: Annotated[Literal["zstd", "lz4", "none"], Query(description="Arrow buffer codec")] = "zstd",
+    max_points: Annotated[
+        int | None, Query(ge=1, description="send at most this many points: a density-aware sample of the view")
+    ] = None,
+    x_range: RangeParam = None,
+    y_range: RangeParam = None,
+    seed: Annotated[int, Query(ge=0, description="which sample max_points takes (the same seed, the same one)")] = 0,
 ) -> Response:
-    """Every scored sample as a point: id, x, y, task-type code (Arrow IPC stream or JSON)."""
+    """Every scored sample as a point: id, x, y, task-type code (Arrow IPC stream or JSON).
+
+    With `x_range` / `y_range`, only the points in view; with `max_points`, at most that many of them, sampled
+    density-aware (every point of sparse regions, dense ones thinned evenly). The header `X-Total-In-View`
+    (and `total_in_view`, `sampled` in the Arrow metadata or the JSON) says how many points the view holds."""
+    rx, ry = _ranges(x_range, y_range)
     plane = open_plane(session, space_store, ds, x, y, task_type)
     colour = resolve_colour(session, ds, color)
+    codec = None if compression == "none" else compression
+    if max_points is None and rx is None and ry is None:  # the whole plane, its payload cached
+        total = {"X-Total-In-View": str(len(plane.space.ids) if plane.mask is None else int(plane.mask.sum()))}
+        if format == "arrow":
+            return Response(plane_arrow(session, space_store, plane, colour, codec), media_type=ARROW, headers=total)
+        body = orjson.dumps(plane_json(session, space_store, plane, colour))
+        return Response(body, media_type="application/json", headers=total)
+    shown = view(plane.space, plane.mask, rx, ry, max_points, seed)
+    about = {"total_in_view": shown.total, "sampled": shown.sampled, "x_range": rx, "y_range": ry}
+    headers = {"X-Total-In-View": str(shown.total), "X-Sampled": "true" if shown.sampled else "false"}
+    if shown.mask is not None:
+        plane = replace(plane, mask=shown.mask)
     if format == "arrow":
-        codec = None if compression == "none" else compression
-        return Response(plane_arrow(session, space_store, plane, colour, codec), media_type=ARROW)
-    return Response(orjson.dumps(plane_json(session, space_store, plane, colour)), media_type="application/json")
+        values, categories = colour_values(session, space_store, plane, colour)
+        meta = {"axes": plane.axes, **about}
+        body = arrow_bytes(plane.space, plane.mask, values, categories, meta, compression=codec)
+        return Response(body, media_type=ARROW, headers=headers)
+    payload = {**plane_json(session, space_store, plane, colour), **about}
+    return Response(orjson.dumps(payload), media_type="application/json", headers=headers)
 
 
 @router.get("/datasets/{ds}/density")
@@ -57,10 +94,14 @@ def get_density(
     y: str = "clip",
     bins: Annotated[int, Query(ge=2, le=512)] = 64,
     task_type: str | None = None,
+    x_range: RangeParam = None,
+    y_range: RangeParam = None,
 ) -> dict[str, Any]:
-    """A bins x bins histogram of the plane (optionally of one task type, on the same grid)."""
+    """A bins x bins histogram of the plane (optionally of one task type, on the same grid); with `x_range` /
+    `y_range`, of that view (a zoomed plane gets its own grid; `total` counts the points in view)."""
+    rx, ry = _ranges(x_range, y_range)
     plane = open_plane(session, space_store, ds, x, y, task_type)
-    return {**density(plane.space, bins, plane.mask), "axes": plane.axes}
+    return {**density(plane.space, bins, plane.mask, rx, ry), "axes": plane.axes}
 
 
 @router.get("/datasets/{ds}/summary")

@@ -1,12 +1,12 @@
-"""Datasets' callbacks: a scorer's form, starting and cancelling runs, polling their progress, ingesting.
+"""Datasets' callbacks: a scorer's form, starting and cancelling runs, polling their progress; ingesting is in
+`ingesting`.
 Every output, input and state by name (frontend.callbacks)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from dash import ALL, Dash, Input, Output, State, callback_context, html
+from dash import ALL, Dash, Input, Output, State, callback_context
 from dash.exceptions import PreventUpdate
 
 from frontend import ids
@@ -14,8 +14,9 @@ from frontend.api_shapes import ApiError
 from frontend.callbacks import named_callback
 from frontend.components import alert
 from frontend.context import UiContext
-from frontend.errors import Outputs, describe
+from frontend.errors import Outputs
 from frontend.forms import form_fields, params_from_form
+from frontend.pages.datasets.ingesting import register as register_ingest
 from frontend.pages.datasets.panels import ACTIVE, job_rows, param_form, run_rows
 
 
@@ -120,63 +121,5 @@ def register(app: Dash, ctx: UiContext) -> None:
         active = any(x.get("status") in ACTIVE for x in [*runs, *jobs])
         return {"runs": run_rows(runs), "jobs": job_rows(jobs), "poll_off": not active, "alert": note}
 
-    @named_callback(
-        app,
-        output={
-            "result": Output(ids.INGEST_RESULT, "children"),
-            "search": Output(ids.URL, "search", allow_duplicate=True),
-        },
-        inputs={"clicks": Input(ids.INGEST_SUBMIT, "n_clicks")},
-        state={
-            "name": State(ids.INGEST_NAME, "value"),
-            "paths": State(ids.INGEST_PATHS, "value"),
-            "image_root": State(ids.INGEST_IMAGE_ROOT, "value"),
-            "task_field": State(ids.INGEST_TASK_FIELD, "value"),
-            "prompts": State(ids.INGEST_PROMPTS, "value"),
-            "dedupe": State(ids.INGEST_DEDUPE, "value"),
-            "token": State(ids.TOKEN, "value"),
-        },
-        prevent_initial_call=True,
-    )
-    def ingest(
-        clicks: int,
-        name: str | None,
-        paths: str | None,
-        image_root: str | None,
-        task_field: str | None,
-        prompts: str | None,
-        dedupe: list[str],
-        token: str | None,
-    ) -> Outputs:
-        """Ingest files on the server; on success the page moves to the new dataset (?ds=...)."""
-        if not clicks:
-            raise PreventUpdate
-        files = [p.strip() for p in (paths or "").splitlines() if p.strip()]
-        if not (name or "").strip():
-            return {"result": alert("Give the dataset a name.")}
-        if not files:
-            return {"result": alert("Give at least one file path.")}
-        body: dict[str, Any] = {"name": name.strip() if name else "", "paths": files, "dedupe": bool(dedupe)}
-        if image_root and image_root.strip():
-            body["image_root"] = image_root.strip()
-        if task_field and task_field.strip():
-            body["task_type_field"] = task_field.strip()
-        if prompts and prompts.strip():
-            try:
-                parsed = json.loads(prompts)
-            except ValueError as exc:
-                return {"result": alert(f"task-type prompts: not valid JSON ({exc})")}
-            if not isinstance(parsed, dict):
-                return {"result": alert("task-type prompts: give a JSON object {task type: prompt}")}
-            body["task_type_prompts"] = parsed
-        try:
-            d = ctx.api.create_dataset(body, token=token or None)
-        except ApiError as exc:
-            problems = (exc.body.get("problems") if isinstance(exc.body, dict) else None) or []
-            return {"result": html.Div([alert(describe(exc)), html.Ul([html.Li(str(p)) for p in problems[:10]])])}
-        except Exception as exc:
-            return {"result": alert(describe(exc))}
-        return {
-            "result": alert(f"Ingested “{d['name']}”: {int(d.get('n_samples', 0)):,} samples.", "ok"),
-            "search": f"?ds={d['id']}",
-        }
+    register_ingest(app, ctx)  # the ingest form and its job (frontend/pages/datasets/ingesting.py)
+

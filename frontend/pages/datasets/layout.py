@@ -12,6 +12,7 @@ from frontend.api_shapes import ApiError, Dataset, Job, Run
 from frontend.components import alert, card
 from frontend.context import UiContext
 from frontend.errors import describe
+from frontend.pages.datasets.ingesting import ingest_watch, moving_ingest
 from frontend.pages.datasets.panels import ACTIVE, dataset_rows, job_rows, param_form, run_rows
 
 POLL_MS = 1000
@@ -36,6 +37,10 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
             jobs = ctx.api.jobs(ds)
         except ApiError:
             jobs = []  # an API without jobs: the runs are all there is to show
+    try:
+        active_jobs = ctx.api.jobs(active=True)  # an ingest under way (its job has no dataset yet)
+    except ApiError:
+        active_jobs = []
     kinds = [s["kind"] for s in scorers]
     default_kind = "clip" if "clip" in kinds else (kinds[0] if kinds else None)
     ingest = card(
@@ -63,7 +68,7 @@ def layout(ctx: UiContext, ds: int | None, all_ds: list[Dataset]) -> Any:
             inputClassName="check",
         ),
         html.Button("Ingest", id=ids.INGEST_SUBMIT, className="btn btn-primary", n_clicks=0),
-        dcc.Loading(html.Div(id=ids.INGEST_RESULT), type="dot", color="#3B82C4"),
+        *ingest_watch(moving_ingest(active_jobs)),  # the ingest's job, followed while it moves
     )
     if ds is None:
         run_card = card("Score", html.P("Ingest or pick a dataset first.", className="hint"))

@@ -16,13 +16,16 @@ from frontend.components import alert, sample_detail
 from frontend.context import UiContext, mask_for
 from frontend.errors import Outputs, describe
 from frontend.figures import category_colors, plane_figure, region_shapes
-from frontend.pages.axes import short_label
-from frontend.pages.explore import panels
+from frontend.pages.explore import compare, map_view, neighbours, panels, search, viewport
+from frontend.pages.explore.colours import cluster_labels, cluster_run, colour_kwargs
 from frontend.pages.explore.query import (
     PAGE_SIZE,
+    axis_label,
     color_options,
     points_for,
     preview_page,
+    scaled_axis,
+    scaled_options,
     selection_body,
 )
 from frontend.pages.explore.waiting import register_waiting
@@ -32,10 +35,16 @@ MAX_META_VALUES = 24  # a metadata field with more values than this is not offer
 
 def register(app: Dash, ctx: UiContext) -> None:
     _register_browser_side(app)
+    _register_scales(app)
     _register_plane(app, ctx)
     _register_selection(app, ctx)
     _register_detail(app, ctx)
     register_waiting(app, ctx)
+    map_view.register(app, ctx)
+    compare.register(app, ctx)
+    viewport.register(app, ctx)
+    neighbours.register(app, ctx)
+    search.register(app, ctx)
 
 
 def _register_browser_side(app: Dash) -> None:
@@ -64,6 +73,27 @@ def _register_browser_side(app: Dash) -> None:
         },
         prevent_initial_call=True,
     )
+
+
+def _register_scales(app: Dash) -> None:
+    """An axis's scale choice rewrites its dropdown (options and value) to the transformed axes: every other
+    callback, the region's included, then sees the axis the API transforms, as if picked from the list."""
+    for axis_id, scale_id in ((ids.EX_X, ids.EX_X_SCALE), (ids.EX_Y, ids.EX_Y_SCALE)):
+
+        @named_callback(
+            app,
+            output={"options": Output(axis_id, "options"), "value": Output(axis_id, "value")},
+            inputs={"scale": Input(scale_id, "value")},
+            state={"axis": State(axis_id, "value"), "setup": State(ids.EX_SETUP, "data")},
+            prevent_initial_call=True,
+        )
+        def rescale(scale: str | None, axis: str | None, setup: dict[str, Any] | None) -> Outputs:
+            if not axis or not setup:
+                raise PreventUpdate
+            return {
+                "options": scaled_options(setup.get("axis_options") or [], scale or ""),
+                "value": scaled_axis(axis, scale or ""),
+            }
 
 
 def _register_plane(app: Dash, ctx: UiContext) -> None:
@@ -120,7 +150,11 @@ def _register_plane(app: Dash, ctx: UiContext) -> None:
             "meta_values": Input(ids.EX_META_VALUES, "value"),
             "contours": Input(ids.EX_CONTOURS, "value"),
         },
-        state={"setup": State(ids.EX_SETUP, "data"), "region": State(ids.EX_REGION, "data")},
+        state={
+            "setup": State(ids.EX_SETUP, "data"),
+            "region": State(ids.EX_REGION, "data"),
+            "view": State(ids.EX_VIEW, "data"),
+        },
         alert="alert",
     )
     def figure(
@@ -132,38 +166,39 @@ def _register_plane(app: Dash, ctx: UiContext) -> None:
         contours: list[str],
         setup: dict[str, Any],
         region: Any,
+        view: Any,
     ) -> Outputs:
         if not setup or not x or not y:
             raise PreventUpdate
         t0 = time.perf_counter()
         points, scratch = points_for(ctx, setup, x, y, color)
+        if viewport.is_sampled(points):  # above the UI's point budget: the server's grid + a sample, per view
+            axes_moved = callback_context.triggered_id in (ids.EX_X, ids.EX_Y)
+            shown = viewport.Viewport() if axes_moved else viewport.stored_view(view, viewport.view_key(setup, x, y))
+            return viewport.sampled_plane(
+                ctx, setup, x, y, color, tasks, meta_values, contours, None if axes_moved else region, shown
+            )
         labels = setup.get("labels") or {}
         meta_on = bool(color and color.startswith("meta:"))
         mask = mask_for(points, tasks, meta_values if meta_on else None)
         sel = (lambda a: a) if mask is None else (lambda a: a[mask])
-        kw: dict[str, Any] = {}
-        if color == "task_type":
-            kw = {"codes": sel(points.task_type), "categories": points.task_types}
-        elif points.color is not None and points.color_categories is not None:
-            kw = {"codes": sel(points.color), "categories": points.color_categories}
-        elif points.color is not None:
-            kw = {
-                "values": sel(points.color),
-                "value_label": short_label(labels.get(color.removeprefix("metric:"), color)),
-            }
+        run = cluster_run(color)  # a clusters run's `cluster`: categories, named by the run's labels
+        names = cluster_labels(ctx, run, scratch) if run is not None else None
+        kw: dict[str, Any] = colour_kwargs(points, color, labels, sel, names)
         if contours:
             kw["contour_codes"] = sel(points.task_type)
             kw["contour_names"] = points.task_types
             kw["contour_colors"] = category_colors(list((setup.get("task_counts") or {}).keys()))
         # New axes void the region (the browser resets it at the same moment): never outline a stale one.
         axes_changed = callback_context.triggered_id in (ids.EX_X, ids.EX_Y)
-        shapes = region_shapes(region.get("region"), points.x, points.y) if region and not axes_changed else []
+        on_plane = region and region.get("view") != "map"  # a map lasso is outlined on the map only
+        shapes = region_shapes(region.get("region"), points.x, points.y) if on_plane and not axes_changed else []
         fig, stats = plane_figure(
             sel(points.x),
             sel(points.y),
             sel(points.ids),
-            x_label=labels.get(x, x),
-            y_label=labels.get(y, y),
+            x_label=axis_label(labels, x),
+            y_label=axis_label(labels, y),
             shapes=shapes,
             uirevision=f"{setup['ds']}|{x}|{y}",
             **kw,
@@ -192,10 +227,10 @@ def _register_plane(app: Dash, ctx: UiContext) -> None:
     def overlay(region: Any, x: str, y: str, color: str, setup: dict[str, Any]) -> Outputs:
         """Outline a preset region; drop a stale lasso outline when the region came from elsewhere."""
         patch = Patch()
-        if region and region.get("source") == "draw":
+        if region and region.get("source") == "draw" and region.get("view") != "map":
             raise PreventUpdate  # the browser already shows exactly the drawn outline
         shapes: list[dict[str, Any]] = []
-        if region:
+        if region and region.get("view") != "map":  # a map lasso drops the plane's outline, draws none here
             try:
                 points, _ = points_for(ctx, setup, x, y, color)
                 shapes = region_shapes(region.get("region"), points.x, points.y)
@@ -273,10 +308,14 @@ def _register_selection(app: Dash, ctx: UiContext) -> None:
         label = (region or {}).get("label") or "Whole dataset"
         items = prev.get("items") or []
         total_items = int(prev.get("total", count))
-        try:
-            points, scratch = points_for(ctx, setup, x, y, color)
-            if "reference" not in scratch:
-                scratch["reference"] = panels.plane_reference(points.x, points.y)
+        try:  # the axes the selection was drawn on: the plane's, or the data map's for a map lasso
+            points, scratch = points_for(ctx, setup, body["x"], body["y"], color)
+            if "reference" not in scratch:  # a sample's median is not the plane's: the server's then
+                scratch["reference"] = (
+                    viewport.plane_reference(ctx, setup, body["x"], body["y"])
+                    if viewport.is_sampled(points)
+                    else panels.plane_reference(points.x, points.y)
+                )
             reference = scratch["reference"]
         except ApiError:
             reference = {}
@@ -285,7 +324,7 @@ def _register_selection(app: Dash, ctx: UiContext) -> None:
             "title": panels.selection_title(label, body),
             "count": panels.count_block(count, int(setup.get("n") or 0), ms),
             "shares": panels.shares_block(prev, setup),
-            "summary": panels.summary_block(summary, reference, setup.get("labels") or {}, x, y),
+            "summary": panels.summary_block(summary, reference, setup.get("labels") or {}, body["x"], body["y"]),
             "cards": panels.gallery_cards(items, count, x, y, setup),
             "info": panels.gallery_info(page, len(items), total_items),
             "page": page,

@@ -14,9 +14,12 @@ from frontend.components import card, empty_state, number_input
 from frontend.context import UiContext
 from frontend.figures import GRAPH_CONFIG, category_colors, empty_figure
 from frontend.pages.axes import axis_choices, default_axes
+from frontend.pages.explore.compare import compare_panel
+from frontend.pages.explore.map_view import map_block, map_toggle
 from frontend.pages.explore.opened import Opened, opened_selection
 from frontend.pages.explore.panels import computing_panel, detail_overlay, gallery, selection_panel
-from frontend.pages.explore.query import color_options
+from frontend.pages.explore.query import SCALES, axis_scale, color_options, scaled_options
+from frontend.pages.explore.search import search_panel
 from frontend.pages.launch import launch_dialog
 from frontend.pages.pending import awaited
 
@@ -103,6 +106,7 @@ def plane_page(dataset: Dataset, axes: PlaneAxes, opened: Opened | None = None) 
         [
             dcc.Store(id=ids.EX_SETUP, data=setup),
             dcc.Store(id=ids.EX_META, data=None),
+            dcc.Store(id=ids.EX_VIEW, data=None),
             dcc.Store(id=ids.EX_REGION, data=opened.region if opened else None),
             dcc.Store(id=ids.SEL_RECIPE, data=None),
             dcc.Store(id=ids.GALLERY_PAGE, data=0),
@@ -117,6 +121,8 @@ def plane_page(dataset: Dataset, axes: PlaneAxes, opened: Opened | None = None) 
                 ],
                 className="explore-grid",
             ),
+            compare_panel(),
+            search_panel(),
             gallery(),
             detail_overlay(),
             launch_dialog(),
@@ -133,6 +139,19 @@ def dataset_jobs(ctx: UiContext, ds: int) -> list[Job]:
         return []
 
 
+def scale_choice(id_: str, axis: str | None) -> dcc.RadioItems:
+    """An axis's scale: linear, log, or normalised within each task type (the API's `AXIS@log`, `@type_z`,
+    `@type_rank`), so that what a selection keeps is what the plane draws."""
+    return dcc.RadioItems(
+        id=id_,
+        options=[{"label": name, "value": key} for key, name in SCALES.items()],
+        value=axis_scale(axis),
+        inline=True,
+        className="checklist compact",
+        inputClassName="check",
+    )
+
+
 def controls(
     dataset: Dataset, options: list[dict[str, str]], x: str | None, y: str | None, tasks: list[str] | None = None
 ) -> html.Div:
@@ -143,9 +162,17 @@ def controls(
             card(
                 "Axes",
                 html.Label("x", className="field-label"),
-                dcc.Dropdown(id=ids.EX_X, options=options, value=x, clearable=False, optionHeight=44),
+                dcc.Dropdown(
+                    id=ids.EX_X, options=scaled_options(options, axis_scale(x)), value=x, clearable=False,
+                    optionHeight=44,
+                ),
+                scale_choice(ids.EX_X_SCALE, x),
                 html.Label("y", className="field-label"),
-                dcc.Dropdown(id=ids.EX_Y, options=options, value=y, clearable=False, optionHeight=44),
+                dcc.Dropdown(
+                    id=ids.EX_Y, options=scaled_options(options, axis_scale(y)), value=y, clearable=False,
+                    optionHeight=44,
+                ),
+                scale_choice(ids.EX_Y_SCALE, y),
                 html.Label("colour", className="field-label"),
                 dcc.Dropdown(id=ids.EX_COLOR, options=color_options({}, options), value="task_type", clearable=False),
                 html.Div(
@@ -225,8 +252,9 @@ def controls(
 
 
 def plot() -> html.Div:
-    """The plane (filled by the figure callback), its caption and its alert area."""
-    return html.Div(
+    """The plane (filled by the figure callback), its caption and its alert area; beside it, when the dataset has a
+    projection run and the toggle is on, the linked data map (explore/map_view.py)."""
+    plane = html.Div(
         [
             dcc.Graph(
                 id=ids.EX_GRAPH,
@@ -236,8 +264,11 @@ def plot() -> html.Div:
                 style={"height": "660px"},
             ),
             html.Div(id=ids.EX_PLOT_INFO, className="plot-info"),
-            html.Div(id=ids.EX_ALERT),
         ],
+        className="plane-col",
+    )
+    return html.Div(
+        [map_toggle(), html.Div([plane, map_block()], id=ids.EX_VIEWS, className="views"), html.Div(id=ids.EX_ALERT)],
         className="plot-col",
     )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from frontend.api_shapes import ApiError
 from frontend.context import UiContext
+from frontend.pages.explore.query import axis_scale
 
 
 @dataclass(frozen=True)
@@ -21,10 +22,11 @@ class Opened:
 
 
 def _axis(recipe: Mapping[str, Any], key: str, options: set[str]) -> str | None:
-    """The plane axis the recipe names (its resolved `RUN:METRIC` when the recipe used a shortcut)."""
+    """The plane axis the recipe names (its resolved `RUN:METRIC` when the recipe used a shortcut), with its
+    transform (`@log`, ...) when it had one."""
     resolved = ((recipe.get("resolved_axes") or {}).get(key) or {}).get("axis")
     for cand in (resolved, recipe.get(key)):
-        if isinstance(cand, str) and cand in options:
+        if isinstance(cand, str) and cand.partition("@")[0] in options and axis_scale(cand) == cand.partition("@")[2]:
             return cand
     return None
 

@@ -144,6 +144,7 @@ def detail_overlay() -> html.Div:
             [
                 html.Button("\u00d7", id=ids.DETAIL_CLOSE, className="detail-close", n_clicks=0, title="close (Esc)"),
                 html.Div(id=ids.DETAIL_BODY),
+                html.Div(id=ids.DETAIL_NEIGHBOURS),  # filled by pages/explore/neighbours.py
             ],
             className="detail-box",
         ),

@@ -7,6 +7,8 @@ from typing import Any
 from frontend.api_shapes import ApiError, Points, SelectionPreview
 from frontend.context import UiContext
 
+# An axis's scale is a server-side transform (`AXIS@log`, ...): selections then keep what the plane draws.
+SCALES = {"": "linear", "log": "log", "type_z": "z in type", "type_rank": "rank in type"}
 PAGE_SIZE = 12  # gallery cards per page
 MAX_PREVIEW = 200  # how far an API without preview offsets lets an unsaved selection page
 
@@ -18,6 +20,32 @@ def color_options(meta_fields: dict[str, list[Any]], axis_options: list[dict[str
     opts += [{"label": f"Metric: {o['label']}", "value": f"metric:{o['value']}"} for o in axis_options]
     opts.append({"label": "None", "value": "none"})
     return opts
+
+
+def axis_scale(axis: str | None) -> str:
+    """'3:loss_sum@log' -> 'log'; '' for an untransformed axis (or a transform this page does not offer)."""
+    scale = (axis or "").partition("@")[2]
+    return scale if scale in SCALES else ""
+
+
+def scaled_axis(axis: str, scale: str) -> str:
+    """The axis with its transform replaced by `scale` ('' = none)."""
+    base = axis.partition("@")[0]
+    return f"{base}@{scale}" if scale else base
+
+
+def axis_label(labels: dict[str, str], axis: str) -> str:
+    """The label of an axis: its metric's, plus its scale."""
+    base, _, scale = axis.partition("@")
+    label = labels.get(base, base)
+    return f"{label} · {SCALES.get(scale, scale)}" if scale else label
+
+
+def scaled_options(options: list[dict[str, str]], scale: str) -> list[dict[str, str]]:
+    """An axis dropdown's options with every axis under `scale`."""
+    labels = {o["value"]: o["label"] for o in options}
+    return [{"label": axis_label(labels, scaled_axis(o["value"], scale)),
+             "value": scaled_axis(o["value"], scale)} for o in options]
 
 
 def api_color(color: str | None) -> str | None:
@@ -49,7 +77,13 @@ def selection_body(
 ) -> dict[str, Any]:
     """The body of a selection preview or save for the page's state: the region, the task-type filter and
     the kept values of a metadata colour (a filter that keeps everything is left out)."""
-    body: dict[str, Any] = {"x": x, "y": y, "region": (region or {}).get("region") or {"type": "all"}}
+    # A region drawn on the data map carries the map's axes: the recipe resolves the polygon on those.
+    drawn_on = (region or {}).get("axes") or {}
+    body: dict[str, Any] = {
+        "x": drawn_on.get("x") or x,
+        "y": drawn_on.get("y") or y,
+        "region": (region or {}).get("region") or {"type": "all"},
+    }
     all_types = setup.get("task_types") or []
     if tasks is not None and set(tasks) != set(all_types):
         body["task_types"] = list(tasks)
