@@ -76,6 +76,13 @@ class PointsCache:
         with self._lock:
             self._entries.clear()
 
+    def drop_dataset(self, ds: int) -> None:
+        """Forget a deleted dataset's planes: SQLite gives a new dataset the id of a deleted one (no AUTOINCREMENT),
+        and its plane must not be the old one's for the rest of the ttl."""
+        with self._lock:
+            for key in [k for k in self._entries if k[1] == ds]:
+                del self._entries[key]
+
 
 @dataclass
 class UiContext:

@@ -135,6 +135,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     # Score columns persist as files in the data directory: a restart serves the plane without re-reading JSON.
     files = ColumnFiles(columns_root(settings.data_dir)) if settings.persist_columns else None
     app.state.space = SpaceStore(engine, files=files)
+    # Called with a dataset's id once it is deleted: a UI mounted in this process drops what it cached of it.
+    app.state.dataset_deleted = []
 
     guarded = [Depends(require_token)]
     app.include_router(health.router, prefix="/api")

@@ -170,6 +170,22 @@ def test_points_cache_fetches_once_per_key_even_when_asked_concurrently() -> Non
     assert len(calls) == 6
 
 
+def test_points_cache_forgets_a_deleted_datasets_planes() -> None:
+    calls: list[int] = []
+
+    def fetch(ds: int, x: str, y: str, c: str | None) -> Points:
+        calls.append(ds)
+        return points()
+
+    cache = PointsCache(fetch, size=4, ttl=60)
+    cache.get(1, "x", "y")
+    cache.get(2, "x", "y")
+    cache.drop_dataset(1)  # SQLite may give the next dataset id 1 again: it must not get the old plane
+    cache.get(1, "x", "y")
+    cache.get(2, "x", "y")
+    assert calls == [1, 2, 1]
+
+
 def test_axis_scales() -> None:
     from frontend.pages.explore.query import axis_label, axis_scale, scaled_axis, scaled_options
 

@@ -96,7 +96,9 @@ def get_dataset(ds: Id, session: SessionDep) -> DatasetOut:
 
 
 @router.delete("/datasets/{ds}", status_code=204)
-def delete_dataset(ds: Id, session: SessionDep, space_store: SpaceDep, settings: SettingsDep) -> Response:
+def delete_dataset(
+    ds: Id, request: Request, session: SessionDep, space_store: SpaceDep, settings: SettingsDep
+) -> Response:
     dataset = store.get_dataset(session, ds)
     run_files = dataset_run_keys(session, dataset.id)  # its runs' files (kept embeddings) go with it
     store.delete_dataset(session, dataset)
@@ -104,6 +106,8 @@ def delete_dataset(ds: Id, session: SessionDep, space_store: SpaceDep, settings:
     delete_files_of(settings.data_dir, run_files)
     delete_dataset_columns(settings.data_dir, ds)  # its persisted score columns (backend/space/persisted.py)
     space_store.drop_dataset(ds)
+    for forget in getattr(request.app.state, "dataset_deleted", ()):
+        forget(ds)
     return Response(status_code=204)
 
 
