@@ -1,6 +1,9 @@
 """Load test: concurrent clients against /space, selections and sample pages on 1,000,000 points.
 
-    .venv/bin/python bench/load.py [--n 1000000] [--clients 20] [--seconds 60] [--db sqlite|postgresql]
+    .venv/bin/python bench/load.py [--n 1000000] [--clients 20] [--seconds 60] [--db sqlite|postgresql] [--token]
+
+``--token`` stores a `write`-scope API token in the database before the server starts (so every request, reads
+included, must carry one and is looked up there) and the clients send it: the cost of access control.
 
 Builds the store as bench/space.py does, starts `qspace serve` (uvicorn) in a child process on
 127.0.0.1, and runs `--clients` asyncio clients for `--seconds`, each looping over a mix: the plane as
@@ -70,11 +73,14 @@ async def client_loop(
         stats[kind].append((time.perf_counter() - t) * 1000)
 
 
-async def run_load(url: str, ds: int, clients: int, seconds: float) -> tuple[dict[str, list[float]], dict[str, int]]:
+async def run_load(
+    url: str, ds: int, clients: int, seconds: float, token: str | None = None
+) -> tuple[dict[str, list[float]], dict[str, int]]:
     stats: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as api:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as api:
         await api.get(f"/datasets/{ds}/space")  # warm the cache once, as any first viewer would
         deadline = time.perf_counter() + seconds
         await asyncio.gather(*(client_loop(api, ds, deadline, stats, errors, i) for i in range(clients)))
@@ -87,6 +93,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    p.add_argument("--token", action="store_true", help="a write-scope token in the store; clients send it")
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qspace-load-"))
     if args.db == "sqlite":
@@ -98,13 +105,22 @@ def main() -> None:
     engine = make_engine(url)
     upgrade(engine)
     ds = build(engine, args.n)
+    token = None
+    if args.token:
+        from backend.db import make_session_factory
+        from backend.tokens import create_token
+
+        with make_session_factory(engine)() as session:
+            _, token = create_token(session, "load", "write")
+            session.commit()
     engine.dispose()
     env = {**os.environ, "QSPACE_DATA_DIR": str(tmp / "data"), "QSPACE_DATABASE_URL": url}
     with served(env, tmp / "server.log", timeout=60) as server:
-        stats, errors = asyncio.run(run_load(server.api, ds, args.clients, args.seconds))
+        stats, errors = asyncio.run(run_load(server.api, ds, args.clients, args.seconds, token))
     total = sum(len(v) for v in stats.values())
     print(
-        f"\n{args.clients} clients, {args.seconds:.0f} s, {args.n:,} points ({args.db}): {total} requests, "
+        f"\n{args.clients} clients, {args.seconds:.0f} s, {args.n:,} points ({args.db}"
+        f"{', token' if token else ''}): {total} requests, "
         f"{sum(errors.values())} errors\n"
     )
     print("| request | count | errors | p50 ms | p95 ms |\n| --- | --- | --- | --- | --- |")

@@ -65,7 +65,6 @@ def create_app(
         serve_locally=True,
         compress=False,
     )
-    app.server.extensions["qspace"] = ctx  # what the server that mounts the UI may reach (mount.py)
     app.layout = shell(auth_required)
 
     @app.server.before_request

@@ -74,7 +74,7 @@ def mount_ui(app: FastAPI, settings: Any, api_base: str | None = None) -> None:
         point_budget=int(getattr(settings, "ui_point_budget", DEFAULT_POINT_BUDGET)),
     )
     app.state.dash_app = dash_app
-    ctx = dash_app.server.extensions["qspace"]
+    ctx = dash_app.server.config["QSPACE_UI_CONTEXT"]
     app.state.dataset_deleted.append(ctx.points.drop_dataset)  # the UI's cached planes go with the dataset
     ui: Any = WSGIMiddleware(dash_app.server, workers=16)
     app.mount("/", _UiRoutes(ui, None if api_base else api), name="ui")

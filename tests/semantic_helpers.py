@@ -65,7 +65,9 @@ def seed_embedded(
         txt = np.stack([centres[truth[i]] + rng.normal(size=dim) * 0.3 for i in ids])
         img /= np.linalg.norm(img, axis=1, keepdims=True)
         txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-        rows, loss_rows, ok = [], [], []
+        rows: list[dict[str, Any]] = []
+        loss_rows: list[dict[str, Any]] = []
+        ok: list[int] = []
         for r, sid in enumerate(ids):
             if sid == bad:
                 rows.append({"run_id": clip.id, "sample_id": sid, "metrics": None, "error": "image missing: x"})

@@ -8,7 +8,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,31 @@ def _seed_hostile(factory: sessionmaker[Session], root: Path) -> int:
     return report.dataset_id
 
 
+@contextmanager
+def serving_in_thread(settings: Settings, name: str, prepare: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """The app of ``settings`` (API and UI) served by uvicorn in a thread on ``settings.port``; ``prepare(app)``
+    runs before it serves. Yields the app; stops it and closes the UI's pooled API connections after."""
+    app = build_app(settings)
+    if prepare is not None:
+        prepare(app)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the test server did not start", pytrace=False)
+        time.sleep(0.05)
+    try:
+        yield app
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        # The UI's own API client keeps pooled connections to this server: close them with it.
+        app.state.dash_app.server.config["QSPACE_UI_CONTEXT"].api.close()
+        app.state.engine.dispose()
+
+
 @pytest.fixture(scope="session")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("ui")
@@ -93,28 +119,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         data_roots=[root],
         chunk_size=40,  # small chunks: a run's progress moves in many steps
     )
-    app = build_app(settings)
     engine = make_engine(settings.sqlalchemy_url)
-    factory = make_session_factory(engine)
-    seeded = seed_svit(factory, root, n=400)
-    hostile = _seed_hostile(factory, root)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-ui-tests", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start", pytrace=False)
-        time.sleep(0.05)
-    try:
-        yield Live(f"http://127.0.0.1:{port}", settings, factory, seeded, hostile, root)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        # The UI's own API client keeps pooled connections to this server: close them with it.
-        app.state.dash_app.server.config["QSPACE_UI_CONTEXT"].api.close()
-        app.state.engine.dispose()
-        engine.dispose()
+    with serving_in_thread(settings, "uvicorn-ui-tests"):
+        factory = make_session_factory(engine)
+        seeded = seed_svit(factory, root, n=400)
+        hostile = _seed_hostile(factory, root)
+        try:
+            yield Live(f"http://127.0.0.1:{port}", settings, factory, seeded, hostile, root)
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")

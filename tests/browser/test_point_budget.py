@@ -13,15 +13,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from backend.db import make_engine, make_session_factory
 from backend.regions import points_in_polygon
 from backend.settings import Settings
 from frontend import ids
 from frontend.api_shapes import decode_points
-from qspace.server import build_app
-from tests.browser.conftest import Live, Traffic, free_port
+from tests.browser.conftest import Live, Traffic, free_port, serving_in_thread
 from tests.browser.test_ui import api_preview, draw_lasso, last_region_request, ui_count, value_of, wait_label
 from tests.seeding import seed_big
 
@@ -100,29 +98,19 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigLive]:
         data_roots=[root],
         ui_point_budget=BUDGET,
     )
-    app = build_app(settings)
     engine = make_engine(settings.sqlalchemy_url)
-    seeded = seed_big(engine, root, n=N)
     log = ApiLog()
-    ui_api = app.state.dash_app.server.config["QSPACE_UI_CONTEXT"].api
-    _count_requests(ui_api, log)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="uvicorn-budget-tests", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the test server did not start", pytrace=False)
-        time.sleep(0.05)
-    live = Live(f"http://127.0.0.1:{port}", settings, make_session_factory(engine), seeded, -1, root)
-    try:
-        yield BigLive(live, log)
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        ui_api.close()
-        app.state.engine.dispose()
-        engine.dispose()
+
+    def count_the_uis_requests(app: Any) -> None:
+        _count_requests(app.state.dash_app.server.config["QSPACE_UI_CONTEXT"].api, log)
+
+    with serving_in_thread(settings, "uvicorn-budget-tests", count_the_uis_requests):
+        seeded = seed_big(engine, root, n=N)
+        live = Live(f"http://127.0.0.1:{port}", settings, make_session_factory(engine), seeded, -1, root)
+        try:
+            yield BigLive(live, log)
+        finally:
+            engine.dispose()
 
 
 def _graph(page: Any, expr: str) -> Any:
