@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from backend.datasets import get_dataset
@@ -72,7 +72,7 @@ def plan_derived(
         canonical = {**canonical, "k": int(k)}
     key = derived_key(kind, canonical, source.scorer_key)
     run = session.scalar(select(Run).where(Run.dataset_id == dataset.id, Run.scorer_key == key))
-    total = len(session.scalars(select(Sample.id).where(Sample.dataset_id == dataset.id)).all())
+    total = session.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == dataset.id)) or 0
     if run is None:
         run = Run(
             dataset_id=dataset.id,
