@@ -7,7 +7,9 @@ Each step runs in its own child process so that its peak memory (ru_maxrss) is i
     samples, as a keep_embeddings clip run writes them; file size per 1M samples; read-back time;
   - clusters: the clusters run's maths (faiss spherical k-means, k = sqrt(N/10), 20 iterations, on the image
     embeddings): time and peak memory;
-  - projection: PCA to 50 + UMAP (umap-learn) on the first n of the --umap sizes: time and peak memory;
+  - projection: PCA to 50 + UMAP (umap-learn) on the first n of the --umap sizes, fitted on at most --fit-rows
+    of them and the rest placed by their nearest fitted neighbours (the projection run's default): time and
+    peak memory;
   - neighbours: the API's index (backend.semantic) over N image embeddings: build time, then p50/p95 of 50
     single-sample neighbour queries (k = 12);
   - clip: a tiny-CLIP scoring of 2,048 synthetic samples with and without keep_embeddings (+ writing the chunk
@@ -90,7 +92,7 @@ def step_clusters(folder: Path) -> dict:
     }
 
 
-def step_projection(folder: Path, n: int) -> dict:
+def step_projection(folder: Path, n: int, fit_rows: int) -> dict:
     from backend.queue.embeddings import Embeddings, read_embeddings
     from workers.derived.projection import project
 
@@ -98,9 +100,9 @@ def step_projection(folder: Path, n: int) -> dict:
     emb = Embeddings(full.ids[:n], full.image[:n].copy(), full.text)
     del full
     t0 = time.perf_counter()
-    xy = project(emb, "image", "umap", 15, 0.1, 50, 0)
-    return {"n": n, "umap_s": round(time.perf_counter() - t0, 1), "finite": bool(np.isfinite(xy).all()),
-            "peak_mb": round(peak_mb())}  # fmt: skip
+    xy = project(emb, "image", "umap", 15, 0.1, 50, 0, lambda m: print(m, file=sys.stderr), fit_rows=fit_rows)
+    return {"n": n, "fit_rows": min(n, fit_rows), "umap_s": round(time.perf_counter() - t0, 1),
+            "finite": bool(np.isfinite(xy).all()), "peak_mb": round(peak_mb())}  # fmt: skip
 
 
 def step_neighbours(folder: Path) -> dict:
@@ -203,6 +205,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--umap", default="100000,200000", help="sizes for the projection step (comma-separated)")
+    ap.add_argument("--fit-rows", type=int, default=200_000, help="projection: rows the map is fitted on")
     ap.add_argument("--skip-clip", action="store_true")
     ap.add_argument("--steps", default="write,clusters,neighbours,projection,clip")
     ap.add_argument("--step")
@@ -213,7 +216,7 @@ def main() -> None:
         steps = {
             "write": lambda: step_write(folder, args.n, args.dim),
             "clusters": lambda: step_clusters(folder),
-            "projection": lambda: step_projection(folder, args.n),
+            "projection": lambda: step_projection(folder, args.n, args.fit_rows),
             "neighbours": lambda: step_neighbours(folder),
             "clip": lambda: step_clip(folder),
         }
@@ -229,7 +232,7 @@ def main() -> None:
         if "neighbours" in steps:
             child("neighbours", "--folder", str(folder))
         for n in [int(x) for x in args.umap.split(",") if x and "projection" in steps]:
-            child("projection", "--folder", str(folder), "--n", str(min(n, args.n)))
+            child("projection", "--folder", str(folder), "--n", str(min(n, args.n)), "--fit-rows", str(args.fit_rows))
         if "clip" in steps and not args.skip_clip:
             clip_dir = Path(tmp) / "clip"
             clip_dir.mkdir()

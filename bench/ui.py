@@ -126,20 +126,30 @@ def preview_polygon(base: str, ds: int) -> float:
     return time.perf_counter() - t0
 
 
-def draw_lasso(page: Any, k: int) -> None:
-    """A hand-drawn-looking loop (80 mouse moves), a different place and shape for each k."""
-    box = page.locator("g.draglayer g.xy rect.nsewdrag").first.bounding_box()
+def lasso_path(box: dict[str, float], k: int) -> list[tuple[float, float]]:
+    """A hand-drawn-looking loop (81 mouse positions) in `box` (a bounding box), a different place and shape for
+    each k (shared with bench/peers/embedding_atlas.py, which draws the same loops on Embedding Atlas)."""
     spots = [(0.4, 0.5, 0.15, 0.2), (0.6, 0.4, 0.2, 0.25), (0.3, 0.35, 0.12, 0.3), (0.5, 0.6, 0.3, 0.15)]
     fx, fy, rx, ry = spots[k % len(spots)]
     cx, cy = box["x"] + box["width"] * fx, box["y"] + box["height"] * fy
     ax, ay = box["width"] * rx, box["height"] * ry
-    page.mouse.move(cx + ax, cy)
-    page.mouse.down()
+    path = [(cx + ax, cy)]
     steps = 80
     for i in range(1, steps + 1):
         t = 2 * math.pi * i / steps
         r = 1 + 0.15 * math.cos(3 * t + k)
-        page.mouse.move(cx + ax * r * math.cos(t), cy + ay * r * math.sin(t))
+        path.append((cx + ax * r * math.cos(t), cy + ay * r * math.sin(t)))
+    return path
+
+
+def draw_lasso(page: Any, k: int) -> None:
+    """Press and drag along `lasso_path` on the plane (the caller releases the mouse)."""
+    box = page.locator("g.draglayer g.xy rect.nsewdrag").first.bounding_box()
+    path = lasso_path(box, k)
+    page.mouse.move(*path[0])
+    page.mouse.down()
+    for p in path[1:]:
+        page.mouse.move(*p)
 
 
 def run_browser(base: str, ds: int, reps: int, lassos: int) -> dict[str, Any]:

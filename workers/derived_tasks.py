@@ -87,7 +87,9 @@ def compute(
     if work.kind == "projection":
         from workers.derived.projection import project
 
-        xy = project(emb, src, p["method"], p["n_neighbors"], p["min_dist"], p["pca_dims"], p["seed"], say)
+        xy = project(
+            emb, src, p["method"], p["n_neighbors"], p["min_dist"], p["pca_dims"], p["seed"], say, p.get("fit_rows")
+        )
         return {"map_x": xy[:, 0], "map_y": xy[:, 1]}
     if work.kind == "clusters":
         from workers.derived.clusters import examples, kmeans, tfidf_labels

@@ -9,4 +9,4 @@ tf=$(../../.venv/bin/python -c 'import transformers; print(transformers.__versio
 # aiohttp: imported by data_juicer.utils.file_utils but not declared by py-data-juicer 1.6.1
 .venv-dj/bin/python -m pip install -q --disable-pip-version-check "torch==2.13.0" "transformers==$tf" \
   py-data-juicer==1.6.1 aiohttp
-.venv-dj/bin/python -c 'import data_juicer; print("data-juicer", data_juicer.__version__)'
+.venv-dj/bin/python -P -c 'import data_juicer; print("data-juicer", data_juicer.__version__)'
