@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,7 @@ def place(fit_x: np.ndarray, fit_xy: np.ndarray, new_x: np.ndarray, k: int) -> n
 
     m, d = fit_x.shape
     k = max(1, min(k, m))
+    index: Any
     if m <= EXACT_PLACEMENT_ROWS:
         index = faiss.IndexFlatL2(d)
     else:
