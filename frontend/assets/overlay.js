@@ -106,16 +106,18 @@
 
   var tidying = false;
   function onMapRelayout(gd, ev) {
-    if (tidying || !ev) return;
+    if (!ev) return;
     var touched = Object.keys(ev).some(function (k) { return /^shapes/.test(k); });
-    if (!touched) return;
-    var shapes = (gd.layout && gd.layout.shapes) || [];
-    var mine = shapes.filter(own);
     var idx = null;
     Object.keys(ev).forEach(function (k) {
       var m = /^shapes\[(\d+)\]/.exec(k);
       if (m) idx = Number(m[1]);
     });
+    var q = window.qspace || {};
+    if (q.keepShapesOutOfFigure) q.keepShapesOutOfFigure(ev); // no whole redraw per outline (qspace.js)
+    if (tidying || !touched) return;
+    var shapes = (gd.layout && gd.layout.shapes) || [];
+    var mine = shapes.filter(own);
     var shape = idx !== null && own(shapes[idx]) ? shapes[idx] : mine[mine.length - 1] || null;
     var region = shape ? mapRegion(gd, shape) : null;
     if (region === undefined) return;

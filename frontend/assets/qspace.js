@@ -148,13 +148,29 @@
       (s.type === "path" || s.type === "rect");
   }
 
+  /* dcc.Graph copies every layout key a relayout event names back into its `figure` prop, and a new
+   * figure is a whole Plotly.react: with the point budget's 200k markers on the page that redraw costs
+   * ~1 s in software WebGL (headless Chromium), and it ran before the region request could leave
+   * (bench/peers/embedding_atlas.py: lasso -> count 1.3 s, of which the server 50 ms). So an event that
+   * draws, edits or tidies outlines loses its shape keys here, in the first listener, before dcc.Graph's
+   * own sees it: the outline lives in the plot, nothing is redrawn. A later redraw keeps it (Plotly keeps
+   * what the analyst drew while `uirevision` stays; tests/browser/test_ui.py zooms to check), and
+   * figures the server sends draw the region's outline themselves (region_shapes). */
+  function keepShapesOutOfFigure(ev) {
+    if (!ev) return;
+    Object.keys(ev).forEach(function (k) {
+      if (/^shapes/.test(k)) delete ev[k];
+    });
+  }
+
   /* Listen to the plane's relayout events directly: the moment a lasso or box is drawn, edited or
    * erased, the region store gets the simplified polygon (set_props triggers the server callbacks);
    * older drawn outlines and preset outlines are removed so exactly one region shows. */
   var tidying = false;
   function onRelayout(gd, ev) {
-    if (tidying) return;
     var shape = currentShape(ev);
+    keepShapesOutOfFigure(ev);
+    if (tidying) return;
     if (shape === undefined) return;
     var region = shape === null ? null : regionFromShape(shape);
     if (region === undefined) return;
@@ -202,7 +218,12 @@
   });
   setInterval(watchPlane, 500);
 
-  window.qspace = { simplifyPolygon: simplifyPolygon, parsePath: parsePath, MAX_VERTICES: MAX_VERTICES };
+  window.qspace = {
+    simplifyPolygon: simplifyPolygon,
+    parsePath: parsePath,
+    MAX_VERTICES: MAX_VERTICES,
+    keepShapesOutOfFigure: keepShapesOutOfFigure,
+  };
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     qspace: {

@@ -118,6 +118,51 @@ def test_lasso_count_and_gallery_match_the_server(page: Any, live: Live, traffic
     assert not traffic.errors
 
 
+COUNT_REACTS = """() => {
+  window.__reacts = 0;
+  const react = window.Plotly.react;
+  window.Plotly.react = function (gd) {
+    if (gd && gd.closest && gd.closest('#explore-graph')) window.__reacts += 1;  // the plane, not other charts
+    return react.apply(this, arguments);
+  };
+}"""
+OUTLINES = """() => (document.querySelector('#explore-graph .js-plotly-plot').layout.shapes || [])
+  .filter(s => s.type === 'path').length"""
+
+
+def test_a_drawn_lasso_redraws_nothing_and_a_zoom_keeps_its_outline(page: Any, live: Live) -> None:
+    # A whole redraw of a 200k-marker plane costs ~1 s in software WebGL: drawing, replacing and tidying
+    # outlines must not cause one (dcc.Graph would, by copying the shapes into its figure prop).
+    open_explore(page, live)
+    page.evaluate(COUNT_REACTS)
+    draw_lasso(page)
+    wait_label(page, "Lasso")
+    first = ui_count(page)
+    draw_lasso(page, fx=0.35, fy=0.55, rx=0.15, ry=0.2)
+    page.wait_for_function(f"() => ({OUTLINES})() === 1 && document.querySelector('#sel-count-value').dataset.count !== '{first}'", timeout=TIMEOUT)  # fmt: skip
+    page.wait_for_timeout(500)
+    assert page.evaluate("window.__reacts") == 0
+    # A zoom redraws (dcc.Graph hands its figure, which never saw the outline, to Plotly.react): it stays.
+    page.evaluate("""() => {
+      const gd = document.querySelector('#explore-graph .js-plotly-plot');
+      const [a, b] = gd._fullLayout.xaxis.range, [c, d] = gd._fullLayout.yaxis.range;
+      window.Plotly.relayout(gd, {'xaxis.range': [a - (b - a) * 0.1, b], 'yaxis.range': [c, d + (d - c) * 0.1]});
+      return 1;
+    }""")
+    page.wait_for_function("() => window.__reacts > 0", timeout=TIMEOUT)
+    page.wait_for_timeout(500)
+    assert page.evaluate(OUTLINES) == 1
+    assert page.locator(".sel-label").inner_text().startswith("Lasso")
+    # Clear drops it (the figure prop never held it: the server's patch starts a new edit revision).
+    page.click("#explore-clear")
+    page.wait_for_function(
+        f"() => ({OUTLINES})() === 0 && !document.querySelector('.sel-label').textContent.startsWith('Lasso')",
+        timeout=TIMEOUT,
+    )
+    page.wait_for_timeout(500)
+    assert page.evaluate(OUTLINES) == 0
+
+
 def test_paging_detail_and_escape(page: Any, live: Live, traffic: Traffic) -> None:
     open_explore(page, live)
     first = gallery_ids(page)

@@ -4,6 +4,7 @@ filter, the selection panel and gallery, saving. Every output, input and state b
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from dash import ALL, Dash, Input, Output, Patch, State, callback_context, html
@@ -238,6 +239,9 @@ def _register_plane(app: Dash, ctx: UiContext) -> None:
                 shapes = []
         patch["layout"]["shapes"] = shapes
         patch["layout"]["selections"] = []
+        # The drawn outline never reached the figure prop (qspace.js keeps it out, to spare a whole redraw),
+        # so Plotly would keep it as an analyst's edit while the edit revision stays: a new one drops it.
+        patch["layout"]["editrevision"] = uuid.uuid4().hex
         return {"figure": patch}
 
 

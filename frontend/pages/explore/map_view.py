@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 from dash import Dash, Input, Output, Patch, State, dcc, html
@@ -171,6 +172,9 @@ def register(app: Dash, ctx: UiContext) -> None:
             raise PreventUpdate  # the browser shows exactly the drawn outline
         patch = Patch()
         patch["layout"]["shapes"] = []
+        # The drawn outline never reached the figure prop (qspace.js keeps it out, to spare a whole redraw),
+        # so Plotly would keep it as an analyst's edit while the edit revision stays: a new one drops it.
+        patch["layout"]["editrevision"] = uuid.uuid4().hex
         return {"figure": patch}
 
     @named_callback(
