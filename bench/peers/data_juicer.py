@@ -119,10 +119,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def race_arguments(description: str, layers_help: str) -> argparse.Namespace:
+    """The options every race against Data-Juicer takes; this process's torch threads set from them."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--layers", type=int, default=12, help="depth of the tiny GPT-2 (12 = GPT-2 small's)")
+    ap.add_argument("--layers", type=int, default=12, help=layers_help)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--dj-python", type=Path, default=Path(os.environ.get("QSPACE_DJ_PYTHON", DJ_PYTHON)))
@@ -130,6 +131,11 @@ def main() -> int:
     if not args.dj_python.exists():
         raise SystemExit(f"no Data-Juicer interpreter at {args.dj_python}: run bench/peers/setup_data_juicer.sh")
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> int:
+    args = race_arguments(__doc__.splitlines()[0], "depth of the tiny GPT-2 (12 = GPT-2 small's)")
     rows = make_samples(args.samples)
     with tempfile.TemporaryDirectory(prefix="qspace-dj-") as tmp:
         lm = write_tiny_models(tmp, layers=args.layers)["lm"]

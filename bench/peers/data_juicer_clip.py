@@ -35,7 +35,6 @@ What each computes, and how the inputs are made to match:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -59,13 +58,11 @@ from PIL import Image  # noqa: E402
 from backend.scorer_specs import ScoreItem  # noqa: E402
 from bench.peers.clip_to_hf import check as check_conversion  # noqa: E402
 from bench.peers.clip_to_hf import convert  # noqa: E402
+from bench.peers.data_juicer import race_arguments  # noqa: E402
 from bench.scoring import make_samples  # noqa: E402
 from workers.scorers.base import select_text  # noqa: E402
 from workers.scorers.clip import ClipScorer, load_clip  # noqa: E402
 from workers.tiny_models import CLIP_WEIGHTS, _write_clip  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-DJ_PYTHON = HERE / ".venv-dj" / "bin" / "python"
 
 DJ_SCRIPT = textwrap.dedent(
     """
@@ -173,16 +170,7 @@ def harness(clip_dir: Path, hf_dir: Path, texts: list[str], paths: list[str]) ->
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--samples", type=int, default=2000)
-    ap.add_argument("--layers", type=int, default=12, help="depth of each tiny CLIP tower (12 = CLIP's)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--dj-python", type=Path, default=Path(os.environ.get("QSPACE_DJ_PYTHON", DJ_PYTHON)))
-    args = ap.parse_args()
-    if not args.dj_python.exists():
-        raise SystemExit(f"no Data-Juicer interpreter at {args.dj_python}: run bench/peers/setup_data_juicer.sh")
-    torch.set_num_threads(args.threads)
+    args = race_arguments(__doc__.splitlines()[0], "depth of each tiny CLIP tower (12 = CLIP's)")
     with tempfile.TemporaryDirectory(prefix="qspace-dj-clip-") as tmp:
         clip_dir, hf_dir = Path(tmp) / "clip", Path(tmp) / "clip-hf"
         _write_clip(clip_dir, args.layers)
