@@ -6,6 +6,7 @@ The rules (boundaries, non-finite points, ties) are in :mod:`backend.regions`.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -105,8 +106,11 @@ def _top(x: np.ndarray, y: np.ndarray, percent: float, axes: str) -> BoolArray:
     elif axes == "y":
         score = y[idx]
     else:
-        # Quantile rank = (values strictly below) / m on each axis; the common denominator drops out.
-        score = np.minimum(_min_ranks(x[idx]), _min_ranks(y[idx]))
+        # Quantile rank = (values strictly below) / m on each axis; the common denominator drops out. The two
+        # sorts run side by side (NumPy sorts without the GIL): at 10M points they are most of the cost.
+        with ThreadPoolExecutor(2) as pool:
+            rx, ry = pool.map(_min_ranks, (x[idx], y[idx]))
+        score = np.minimum(rx, ry)
     out = np.zeros(x.shape, dtype=bool)
     out[idx[_top_k_stable(score, k)]] = True
     return out

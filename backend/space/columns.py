@@ -302,6 +302,10 @@ def _transformed(col: Column, names: tuple[str, ...], ds: DatasetColumns | None)
 def _join(ds: DatasetColumns, cx: Column, cy: Column) -> Space:
     # The points are the ids both columns and the dataset have; the join is most of a cold plane's cost
     # once the columns come from files, hence positions (below) rather than np.intersect1d's sort (5x slower).
+    if np.array_equal(cx.ids, cy.ids) and np.array_equal(cx.ids, ds.ids):
+        # Every sample scored by both runs (the usual finished plane): no gathers, ~0.5 s saved at 10M.
+        return Space(ids=cx.ids.astype(np.int32, copy=False), x=cx.values, y=cy.values,
+                     task_codes=ds.task_codes, task_types=ds.task_types)  # fmt: skip
     iy = positions(cx.ids, cy.ids)
     ix = np.flatnonzero(iy >= 0)
     ids = cx.ids[ix]
