@@ -530,6 +530,23 @@ def test_top_both_ranks_ties_equally() -> None:
     assert region_mask({"type": "top", "percent": 50, "axes": "both"}, x, y).tolist() == [0, 0, 1, 1]
 
 
+def test_top_both_reuses_a_planes_ranks_and_only_that_planes() -> None:
+    from backend.regions import masks
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=400).round(1), rng.normal(size=400).round(1)  # ties too
+    x[:7] = np.nan
+    first = {p: region_mask({"type": "top", "percent": p, "axes": "both"}, x, y) for p in (5, 10, 20)}
+    assert masks._SCORES.get(x, y) is not None  # the same arrays again: the sorts are not repeated
+    # Equal values in other arrays are not "the same plane"; their answer is computed afresh and agrees.
+    for p, mask in first.items():
+        assert np.array_equal(region_mask({"type": "top", "percent": p, "axes": "both"}, x.copy(), y.copy()), mask)
+        assert set(np.flatnonzero(mask).tolist()) == brute_top(x, y, p, "both")
+    other_y = rng.normal(size=400)
+    got = region_mask({"type": "top", "percent": 10, "axes": "both"}, x, other_y)
+    assert set(np.flatnonzero(got).tolist()) == brute_top(x, other_y, 10, "both")
+
+
 def test_top_counts_ties_and_directions() -> None:
     rng = np.random.default_rng(2)
     n = 100_003
