@@ -134,6 +134,18 @@ def race_arguments(description: str, layers_help: str) -> argparse.Namespace:
     return args
 
 
+def run_data_juicer(args: argparse.Namespace, script: str, model: Path, data: Path, cwd: str) -> dict[str, Any]:
+    """``script`` in Data-Juicer's interpreter on the samples in ``data``; its last line of output is the result.
+    It runs from ``cwd`` (a temporary folder), never bench/peers, whose data_juicer.py would shadow the package."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    cmd = [str(args.dj_python), "-c", script, str(model), str(data), str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"Data-Juicer failed:\n{proc.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> int:
     args = race_arguments(__doc__.splitlines()[0], "depth of the tiny GPT-2 (12 = GPT-2 small's)")
     rows = make_samples(args.samples)
@@ -142,17 +154,7 @@ def main() -> int:
         data = Path(tmp) / "samples.jsonl"
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         q_seconds, q_loss = score_qspace(lm, rows, args.batch)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run(
-            [str(args.dj_python), "-c", DJ_SCRIPT, str(lm), str(data), str(args.threads)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"Data-Juicer failed:\n{proc.stderr[-3000:]}")
-        dj: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        dj = run_data_juicer(args, DJ_SCRIPT, lm, data, tmp)
         check = dj_formula(lm, rows[:100])
     dj_loss = np.log(np.asarray(dj["ppl"], dtype=np.float64))
     ql = np.asarray(q_loss, dtype=np.float64)

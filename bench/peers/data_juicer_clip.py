@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -58,7 +56,7 @@ from PIL import Image  # noqa: E402
 from backend.scorer_specs import ScoreItem  # noqa: E402
 from bench.peers.clip_to_hf import check as check_conversion  # noqa: E402
 from bench.peers.clip_to_hf import convert  # noqa: E402
-from bench.peers.data_juicer import race_arguments  # noqa: E402
+from bench.peers.data_juicer import race_arguments, run_data_juicer  # noqa: E402
 from bench.scoring import make_samples  # noqa: E402
 from workers.scorers.base import select_text  # noqa: E402
 from workers.scorers.clip import ClipScorer, load_clip  # noqa: E402
@@ -185,18 +183,7 @@ def main() -> int:
             "".join(json.dumps({"text": t, "images": [p]}) + "\n" for t, p in zip(texts, paths, strict=True))
         )
         q_seconds, q_sim = score_qspace(clip_dir, items, args.batch)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        proc = subprocess.run(
-            [str(args.dj_python), "-c", DJ_SCRIPT, str(hf_dir), str(data), str(args.threads)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp,  # not bench/peers: its data_juicer.py would shadow the package
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"Data-Juicer failed:\n{proc.stderr[-3000:]}")
-        dj: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        dj = run_data_juicer(args, DJ_SCRIPT, hf_dir, data, tmp)
         check = harness(clip_dir, hf_dir, texts, paths)
     d = np.asarray(dj["similarity"], dtype=np.float64)
     q = np.asarray(q_sim, dtype=np.float64)
