@@ -1,6 +1,7 @@
 """2D maps of embeddings: PCA to ``pca_dims`` (fitted on a sample, applied block by block), then UMAP or PaCMAP.
 
-At 1M points a full UMAP on 2 cores takes most of an hour (its layout is single-threaded when seeded), so the map
+A seeded UMAP lays points out on one thread; fitted on every one of 1M points it was extrapolated at 11-20 min on
+2 cores (233 s at 200k), at or past the 15-min budget, with its memory growing with n. So the map
 is fitted on at most ``fit_rows`` seeded random rows and every other row is placed where UMAP's own ``transform``
 starts a new point: the membership-weighted mean of its nearest fitted neighbours' coordinates (in the PCA space,
 found with a faiss IVF index). Clusters and neighbourhoods of the fitted map carry over; what is lost is the fine
