@@ -530,21 +530,49 @@ def test_top_both_ranks_ties_equally() -> None:
     assert region_mask({"type": "top", "percent": 50, "axes": "both"}, x, y).tolist() == [0, 0, 1, 1]
 
 
-def test_top_both_reuses_a_planes_ranks_and_only_that_planes() -> None:
+def reference_diq(x: np.ndarray, y: np.ndarray, p: float) -> np.ndarray:
+    """The rule ranked in full: every point's min(rank on x, rank on y), the k largest, ties to low positions."""
+    from backend.regions.masks import _min_ranks, _round_half_up, _top_k_stable
+
+    pop = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+    k = _round_half_up(p * pop.size / 100.0)
+    return pop[_top_k_stable(np.minimum(_min_ranks(x[pop]), _min_ranks(y[pop])), k)]
+
+
+@pytest.mark.parametrize("shape", ["independent", "correlated", "anti-correlated", "ties", "one value"])
+def test_top_both_ranks_only_the_top_and_agrees_with_ranking_everything(shape: str) -> None:
+    # Large enough (300k) that the sampled threshold and the partial sorts are what runs; anti-correlated axes
+    # put the corner's threshold far from where independent ones would, ties make ranks coarse.
+    rng = np.random.default_rng(11)
+    n = 300_000
+    x = rng.normal(size=n)
+    y = {
+        "independent": rng.normal(size=n),
+        "correlated": x + rng.normal(scale=0.3, size=n),
+        "anti-correlated": -x + rng.normal(scale=0.05, size=n),
+        "ties": rng.integers(0, 5, n).astype(float),
+        "one value": np.zeros(n),
+    }[shape]
+    if shape == "ties":
+        x = x.round(0)
+    x[:25] = np.nan
+    for p in (0.01, 1, 10, 37.5, 99.9):
+        got = np.flatnonzero(region_mask({"type": "top", "percent": p, "axes": "both"}, x, y))
+        assert np.array_equal(got, reference_diq(x, y, p)), (shape, p)
+
+
+def test_top_both_widens_when_the_sampled_threshold_is_too_high(monkeypatch: pytest.MonkeyPatch) -> None:
     from backend.regions import masks
 
-    rng = np.random.default_rng(5)
-    x, y = rng.normal(size=400).round(1), rng.normal(size=400).round(1)  # ties too
-    x[:7] = np.nan
-    first = {p: region_mask({"type": "top", "percent": p, "axes": "both"}, x, y) for p in (5, 10, 20)}
-    assert masks._SCORES.get(x, y) is not None  # the same arrays again: the sorts are not repeated
-    # Equal values in other arrays are not "the same plane"; their answer is computed afresh and agrees.
-    for p, mask in first.items():
-        assert np.array_equal(region_mask({"type": "top", "percent": p, "axes": "both"}, x.copy(), y.copy()), mask)
-        assert set(np.flatnonzero(mask).tolist()) == brute_top(x, y, p, "both")
-    other_y = rng.normal(size=400)
-    got = region_mask({"type": "top", "percent": 10, "axes": "both"}, x, other_y)
-    assert set(np.flatnonzero(got).tolist()) == brute_top(x, other_y, 10, "both")
+    starts: list[int] = []
+    real = masks._upper_sorted
+    monkeypatch.setattr(masks, "_diq_floor", lambda x, y, k: x.shape[0] - 1)  # a sample that misjudged badly
+    monkeypatch.setattr(masks, "_upper_sorted", lambda v, c: starts.append(c) or real(v, c))
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=5000).round(1), rng.normal(size=5000).round(1)
+    got = np.flatnonzero(region_mask({"type": "top", "percent": 20, "axes": "both"}, x, y))
+    assert np.array_equal(got, reference_diq(x, y, 20))
+    assert starts[0] == 4999 and min(starts) < 4999  # it started too high and widened
 
 
 def test_top_counts_ties_and_directions() -> None:

@@ -6,8 +6,6 @@ The rules (boundaries, non-finite points, ties) are in :mod:`backend.regions`.
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -93,48 +91,76 @@ def _top_k_stable(score: np.ndarray, k: int) -> IntArray:
     return np.sort(np.concatenate([above, at]))
 
 
-class _ScoreCache:
-    """DIQ scores of the last few planes, by the identity of their (cached, never mutated) coordinate arrays: an
-    analyst trying 5%, 10%, 20% of one plane pays the two 10M-point sorts once. Weak references: a plane the
-    space store lets go is not kept alive here, and a reused ``id`` is never taken for it."""
-
-    SIZE = 2
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[weakref.ref[np.ndarray], weakref.ref[np.ndarray], IntArray]] = []
-        self.lock = threading.Lock()
-
-    def get(self, x: np.ndarray, y: np.ndarray) -> IntArray | None:
-        with self.lock:
-            for rx, ry, score in self.entries:
-                if rx() is x and ry() is y:
-                    return score
-        return None
-
-    def put(self, x: np.ndarray, y: np.ndarray, score: IntArray) -> None:
-        try:
-            refs = (weakref.ref(x), weakref.ref(y))
-        except TypeError:  # a view of a buffer that takes no weak references: not cached
-            return
-        with self.lock:
-            self.entries = [*self.entries, (*refs, score)][-self.SIZE :]
+ESTIMATE_POINTS = 100_000  # points whose DIQ scores estimate where the top-k threshold lies
 
 
-_SCORES = _ScoreCache()
+def _diq_top(x: np.ndarray, y: np.ndarray, k: int) -> IntArray:
+    """Positions of the ``k`` points with the largest min(rank on x, rank on y), ties at the threshold to the
+    lowest positions, sorted (``x`` and ``y``: the population's values; ranks count the values strictly below).
+
+    Without ranking every point: a point's x rank is >= t exactly when its x exceeds the (t-1)-th smallest x,
+    so the points scoring >= t are ``G(t) = {x > sx[t-1] and y > sy[t-1]}`` (sx, sy: the sorted values). A
+    sample says where the k-th score lies (``c`` a little below it); only the values ranked >= c on each axis
+    are sorted, and the threshold is the largest t with |G(t)| >= k, found by bisection over G(c). At 10M
+    points and 10% that sorts about a third of each axis instead of argsorting and scattering all of it."""
+    m = x.shape[0]
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    if k >= m:
+        return np.arange(m, dtype=np.int64)
+    c = _diq_floor(x, y, k)
+    while True:
+        with ThreadPoolExecutor(2) as pool:  # NumPy partitions and sorts without the GIL
+            (tx, sx), (ty, sy) = pool.map(_upper_sorted, (x, y), (c, c))
+        cand = np.flatnonzero((x > tx) & (y > ty)) if c else np.arange(m, dtype=np.int64)
+        if cand.size >= k or c == 0:
+            break
+        c //= 2  # the sample misjudged (a few in a million): widen and go again
+    xc, yc = x[cand], y[cand]
+
+    def members(t: int) -> BoolArray:  # which candidates score >= t (t >= c)
+        if t == 0:
+            return np.ones(cand.size, dtype=bool)
+        return (xc > _sorted_at(sx, tx, m, c, t - 1)) & (yc > _sorted_at(sy, ty, m, c, t - 1))
+
+    lo, hi = c, m  # |G(lo)| >= k > |G(hi)| (no point has rank m)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if np.count_nonzero(members(mid)) >= k:
+            lo = mid
+        else:
+            hi = mid
+    above, at_least = members(lo + 1), members(lo)
+    ties = np.flatnonzero(at_least & ~above)[: k - int(np.count_nonzero(above))]
+    return np.sort(cand[np.concatenate([np.flatnonzero(above), ties])])
 
 
-def _diq_score(x: np.ndarray, y: np.ndarray, idx: IntArray) -> IntArray:
-    """min(rank on x, rank on y) of the points ``idx`` (the plane's population)."""
-    cached = _SCORES.get(x, y)
-    if cached is not None and cached.shape[0] == idx.size:
-        return cached
-    # Quantile rank = (values strictly below) / m on each axis; the common denominator drops out. The two
-    # sorts run side by side (NumPy sorts without the GIL): at 10M points they are most of the cost.
-    with ThreadPoolExecutor(2) as pool:
-        rx, ry = pool.map(_min_ranks, (x[idx], y[idx]))
-    score = np.minimum(rx, ry)
-    _SCORES.put(x, y, score)
-    return score
+def _diq_floor(x: np.ndarray, y: np.ndarray, k: int) -> int:
+    """A rank ``c`` that the k-th largest DIQ score very likely reaches: the k-th score of an evenly strided
+    sample, as a fraction of its size, less a margin far wider than the sample's error (~0.1%)."""
+    m = x.shape[0]
+    step = max(1, m // ESTIMATE_POINTS)
+    if step == 1:
+        return 0
+    xs, ys = x[::step], y[::step]
+    score = np.minimum(_min_ranks(xs), _min_ranks(ys))
+    kth = np.partition(score, score.size - max(1, k // step))[score.size - max(1, k // step)]
+    return max(0, int((kth / score.size - 0.02) * m))
+
+
+def _upper_sorted(v: np.ndarray, c: int) -> tuple[float, FloatArray]:
+    """(the c-th smallest value, counting from 1, and the sorted values above it); (-inf, all sorted) for c 0."""
+    if c == 0:
+        return -math.inf, np.sort(v)
+    t = float(np.partition(v, c - 1)[c - 1])
+    return t, np.sort(v[v > t])
+
+
+def _sorted_at(tail: FloatArray, t: float, m: int, c: int, j: int) -> float:
+    """The j-th smallest value (from 0, j >= c - 1) of m values of which `tail` are the sorted ones above `t`,
+    the c-th smallest: below the tail every rank from c - 1 holds `t` itself."""
+    below = m - tail.size
+    return float(tail[j - below]) if j >= below else t
 
 
 def _round_half_up(v: float) -> int:
@@ -152,7 +178,12 @@ def _top(x: np.ndarray, y: np.ndarray, percent: float, axes: str) -> BoolArray:
     elif axes == "y":
         score = y[idx]
     else:
-        score = _diq_score(x, y, idx)
+        out = np.zeros(x.shape, dtype=bool)
+        if m == x.shape[0]:  # every point is in the population (the usual plane): no 10M-point copies
+            out[_diq_top(x, y, k)] = True
+        else:
+            out[idx[_diq_top(x[idx], y[idx], k)]] = True
+        return out
     out = np.zeros(x.shape, dtype=bool)
     out[idx[_top_k_stable(score, k)]] = True
     return out
