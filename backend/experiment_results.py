@@ -23,7 +23,7 @@ from backend.experiment_schemas import ArmOut, ContrastOut, ExperimentOut, JobOu
 from backend.experiment_stats import Outcomes, arm_summary, paired_delta
 from backend.models import Experiment, ExperimentArm, ExperimentJob, ExperimentResult
 from backend.queue.progress import aware
-from backend.space.columns import LRU
+from backend.space.cache import LRU
 
 __all__ = ["arm_label", "experiment_out", "job_out", "results_csv"]
 

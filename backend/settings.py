@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         description="keep score and dataset columns as Arrow files in data_dir/columns, so a restarted server "
         "serves the plane without reading every score again (backend/space/persisted.py)",
     )
+    space_cache_mb: int = Field(
+        default=1536,
+        ge=16,
+        description="memory the API keeps columns, planes and encoded plane payloads in (least recently used "
+        "dropped past it, then read again from the column files); one 10M-point plane with its columns and "
+        "payload takes ~600 MB (backend/space/cache.py)",
+    )
     worker_concurrency: int = 1
     ui_point_budget: int = Field(
         default=200_000,

@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     stamp_creators(app.state.session_factory)  # new rows record the token that made them (created_by)
     # Score columns persist as files in the data directory: a restart serves the plane without re-reading JSON.
     files = ColumnFiles(columns_root(settings.data_dir)) if settings.persist_columns else None
-    app.state.space = SpaceStore(engine, files=files)
+    app.state.space = SpaceStore(engine, files=files, max_bytes=settings.space_cache_mb * 2**20)
     # Called with a dataset's id once it is deleted: a UI mounted in this process drops what it cached of it.
     app.state.dataset_deleted = []
 

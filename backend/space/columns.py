@@ -7,11 +7,9 @@ process) writes scores for that run.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,46 +22,14 @@ from backend.models import Dataset, Run, Score
 from backend.regions.arrays import unique_sorted
 from backend.space import transforms
 from backend.space.axes import Axis, AxisError
+from backend.space.cache import LRU
 from backend.space.persisted import ColumnFiles
 
 MAX_TASK_TYPES = 127  # int8 codes; the 128th and later share the last code
 METADATA_SCAN_ROWS = 2000  # samples read to find a dataset's metadata fields
 
-T = TypeVar("T")
 IdArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
-
-
-class LRU:
-    """A small thread-safe LRU of computed values."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._data: OrderedDict[Hashable, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key]
-        value = make()  # outside the lock: loading 1M rows must not block other keys
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-        return value
-
-    def drop(self, match: Callable[[Hashable], bool]) -> int:
-        with self._lock:
-            doomed = [k for k in self._data if match(k)]
-            for k in doomed:
-                del self._data[k]
-            return len(doomed)
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 @dataclass(frozen=True)
@@ -92,9 +58,11 @@ class Space:
 class SpaceStore:
     """Loads and caches dataset, metric and metadata columns for one process."""
 
-    def __init__(self, engine: Engine, size: int = 64, files: ColumnFiles | None = None) -> None:
+    def __init__(
+        self, engine: Engine, size: int = 64, files: ColumnFiles | None = None, max_bytes: int | None = None
+    ) -> None:
         self.engine = engine
-        self.cache = LRU(size)
+        self.cache = LRU(size, max_bytes)
         self.files = files  # column files in the data directory (None: SQL only)
 
     # -- stamps --------------------------------------------------------------------------------
