@@ -244,3 +244,13 @@ def test_an_unwritable_directory_still_serves(settings: Settings, engine: Engine
     server = Server(settings, engine)
     assert server.plane(seeded.dataset_id) == truth(engine, seeded.dataset_id)
     assert server.files.loads == 3 and root.is_file()
+
+
+def test_a_read_column_is_the_written_one_writable_and_shares_one_buffer(tmp_path: Path) -> None:
+    files = ColumnFiles(tmp_path)
+    ids, values = np.arange(3, 100_003, dtype=np.int32), np.random.default_rng(0).normal(size=100_000)
+    files.column(1, 2, "loss", ("stamp",), lambda: (ids, values))
+    got_ids, got_values = files.column(1, 2, "loss", ("stamp",), lambda: pytest.fail("read from SQL"))
+    assert files.reads == 1 and np.array_equal(got_ids, ids) and np.array_equal(got_values, values)
+    assert got_ids.flags.writeable and got_values.flags.writeable  # like the database path's arrays
+    assert not got_ids.flags.owndata and not got_values.flags.owndata  # views of the file's one read, no copies

@@ -15,7 +15,7 @@ Layout under the root (``DATA_DIR/columns``), one folder per dataset so deleting
 
 Files are read into memory rather than memory-mapped: a mapping of a file that something truncates in place
 (a copy, an editor, a test) kills the process with SIGBUS when a cached array is touched, and reading 12 MB
-from the page cache costs a few milliseconds.
+from the page cache costs a few milliseconds. The arrays are views of that one read buffer, not copies.
 """
 
 from __future__ import annotations
@@ -148,14 +148,33 @@ def arrow_array(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
 
 
-def _numpy(array: pa.Array) -> np.ndarray:
-    """A copy of a null-free fixed-width column, writable like the database path's arrays and free of the file's
-    bytes (a few ms at 1M). Straight from the data buffer: Array.to_numpy imports pandas."""
+def _numpy(array: pa.Array, data: bytearray, base: int) -> np.ndarray:
+    """A null-free fixed-width column as a writable array over `data`, the file's bytes (at address `base`): no
+    copy, which at 10M points saves ~0.2 s per column of fresh pages. Straight from the data buffer:
+    Array.to_numpy imports pandas."""
     if array.null_count:
         raise ValueError("a column file holds nulls")
     dtype = np.dtype(array.type.to_pandas_dtype())
-    data = array.buffers()[1]
-    return np.frombuffer(data, dtype=dtype, count=len(array), offset=array.offset * dtype.itemsize).copy()
+    buf = array.buffers()[1]
+    offset = buf.address - base + array.offset * dtype.itemsize
+    if offset < 0 or offset + len(array) * dtype.itemsize > len(data):
+        raise ValueError("a column's buffer lies outside the file")
+    return np.frombuffer(data, dtype=dtype, count=len(array), offset=offset)
+
+
+def _read_file(path: Path) -> bytearray:
+    """The file's bytes in a writable buffer the arrays can share (read_bytes' would be read-only)."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        data = bytearray(size)
+        view = memoryview(data)
+        got = 0
+        while got < size:
+            n = f.readinto(view[got:])
+            if not n:
+                break  # truncated while read: the row count or the CRC below rejects it
+            got += n
+    return data if got == size else data[:got]
 
 
 def _read(
@@ -163,11 +182,12 @@ def _read(
 ) -> tuple[list[np.ndarray], dict[str, Any]] | None:
     """The file's columns and description when it is intact and is what `want` and `stamp` describe; else None."""
     try:
-        data = path.read_bytes()
+        data = _read_file(path)
     except OSError:
         return None
     try:
-        reader = pa.ipc.open_file(pa.py_buffer(data))
+        whole = pa.py_buffer(data)
+        reader = pa.ipc.open_file(whole)
         meta = orjson.loads((reader.schema.metadata or {})[META_KEY])
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("stamp") != stamp:
             return None
@@ -178,7 +198,7 @@ def _read(
         batch = reader.get_batch(0)
         if batch.num_rows != meta.get("rows"):
             return None
-        arrays = [_numpy(c) for c in batch.columns]
+        arrays = [_numpy(c, data, whole.address) for c in batch.columns]
         if _crc(arrays) != meta.get("crc32"):
             return None
         return arrays, meta
