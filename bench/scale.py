@@ -1,6 +1,6 @@
 """Scale run: a LLaVA-shaped dataset (665K by default, 10M with --n) on PostgreSQL, end to end, memory watched.
 
-    .venv/bin/python bench/scale.py [--n 665000] [--file PATH] [--workers 2] [--chunk 2048] [--ui-reps 2]
+    .venv/bin/python bench/scale.py [--n 665000] [--file PATH] [--workers 2] [--chunk 2048] [--ui-reps 2] [--quick]
 
 Steps, each timed: ingest (COPY, streamed) -> a `length` run scored through the queue (Redis broker, real
 `qspace worker` processes, API + UI in their own `qspace serve` process) -> a second run with synthetic
@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import quick_store  # noqa: E402
 from space import lasso  # noqa: E402
 
 from backend.db import make_engine, make_session_factory, session_scope  # noqa: E402
@@ -153,11 +154,16 @@ def main() -> None:
     p.add_argument("--ui-reps", type=int, default=2, help="explore page loads in headless Chromium (0: none)")
     p.add_argument("--keep", action="store_true", help="keep the database and data directory (for --ui-from)")
     p.add_argument("--ui-from", metavar="URL,DIR,DS", help="only the explore page, on a store --keep left")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="samples and both runs COPYed in, synthetic (bench/quick_store.py): the API and UI steps only",
+    )
     args = p.parse_args()
     if args.ui_from:
         return ui_only(*args.ui_from.split(","), reps=args.ui_reps or 2)
     path = args.file or Path("/tmp/llava665k.json" if args.n == 665_000 else f"/tmp/llava{args.n}.jsonl")
-    if not path.exists():
+    if not path.exists() and not args.quick:
         from qspace.synthetic import make_llava665k_like
 
         make_llava665k_like(path, n=args.n)
@@ -181,21 +187,30 @@ def main() -> None:
     try:
         engine = make_engine(url)
         upgrade(engine)
-        with timed(steps, "ingest (PostgreSQL COPY, streamed)"), session_scope(make_session_factory(engine)) as s:
-            report = ingest(s, IngestOptions(name="scale", paths=[path], image_root=path.parent))
-        ds, n = report.dataset_id, report.n_samples
-        steps[-1] = (steps[-1][0], steps[-1][1], f"({n:,} samples, {path.stat().st_size / 1e9:.1f} GB)")
+        if args.quick:
+            with timed(steps, "synthetic samples (COPY, no ingest)", f"({args.n:,} samples)"):
+                ds, n = quick_store.write_dataset(engine, "scale", args.n), args.n
+            with timed(steps, "synthetic length-like and CLIP-like runs (COPY, no queue)"):
+                run = {"id": quick_store.write_run(engine, ds, "length", quick_store.LENGTH)}
+                clip_run = quick_store.write_run(engine, ds, "clip", quick_store.CLIP)
+        else:
+            with timed(steps, "ingest (PostgreSQL COPY, streamed)"), session_scope(make_session_factory(engine)) as s:
+                report = ingest(s, IngestOptions(name="scale", paths=[path], image_root=path.parent))
+            ds, n = report.dataset_id, report.n_samples
+            steps[-1] = (steps[-1][0], steps[-1][1], f"({n:,} samples, {path.stat().st_size / 1e9:.1f} GB)")
         api_server = stack.enter_context(served(env, tmp / "api.log", options=("--no-worker",), timeout=60))
         watch.api_pid = api_server.process.pid
-        with (tmp / "worker.log").open("wb") as log:
-            argv = [sys.executable, "-m", "qspace", "worker", "--queues", "gpu", "--concurrency", str(args.workers)]
-            procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
         api = httpx.Client(base_url=api_server.api, timeout=1800)
-        with timed(steps, "length run through the queue", f"({args.workers} worker processes, chunks of {args.chunk})"):
-            run = wait_run(api, api.post(f"/datasets/{ds}/runs", json={"kind": "length", "params": {}}).json())
-        assert run["status"] == "done" and run["done"] == n, run
-        with timed(steps, "synthetic CLIP-like run (COPY)"):
-            clip_run = write_synthetic_clip_run(engine, ds, n)
+        if not args.quick:
+            with (tmp / "worker.log").open("wb") as log:
+                argv = [sys.executable, "-m", "qspace", "worker", "--queues", "gpu", "--concurrency", str(args.workers)]
+                procs.append(subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
+            note = f"({args.workers} worker processes, chunks of {args.chunk})"
+            with timed(steps, "length run through the queue", note):
+                run = wait_run(api, api.post(f"/datasets/{ds}/runs", json={"kind": "length", "params": {}}).json())
+            assert run["status"] == "done" and run["done"] == n, run
+            with timed(steps, "synthetic CLIP-like run (COPY)"):
+                clip_run = write_synthetic_clip_run(engine, ds, n)
         x, y = f"{run['id']}:tokens", f"{clip_run}:similarity"
         with timed(steps, "/space arrow, cold (from SQL, then kept as columns)"):
             body = api.get(f"/datasets/{ds}/space", params={"x": x, "y": y}).raise_for_status().content

@@ -7,7 +7,8 @@ process) writes scores for that run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -27,6 +28,7 @@ from backend.space.persisted import ColumnFiles
 
 MAX_TASK_TYPES = 127  # int8 codes; the 128th and later share the last code
 METADATA_SCAN_ROWS = 2000  # samples read to find a dataset's metadata fields
+BLOCK_ROWS = 100_000  # rows per block when a column is read from the database
 
 IdArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
@@ -103,16 +105,24 @@ class SpaceStore:
         return DatasetColumns(*self.files.dataset(dataset_id, stamp, load))
 
     def _load_dataset(self, session: Session, dataset_id: int) -> DatasetColumns:
-        rows = raw_rows(session, "SELECT id, task_type FROM samples WHERE dataset_id = {p} ORDER BY id", (dataset_id,))
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows))
-        types = [r[1] for r in rows]
-        names = sorted(set(types))
+        # In blocks: at 10M samples a list of (id, task type) rows would hold ~1.5 GB of Python objects.
+        id_parts: list[IdArray] = []
+        code_parts: list[npt.NDArray[np.int32]] = []
+        seen: dict[str, int] = {}  # task type -> code in order of first appearance
+        sql = "SELECT id, task_type FROM samples WHERE dataset_id = {p} ORDER BY id"
+        for rows in raw_blocks(session, sql, (dataset_id,)):
+            id_parts.append(np.fromiter((r[0] for r in rows), dtype=np.int32, count=len(rows)))
+            codes = (seen.setdefault(r[1], len(seen)) for r in rows)
+            code_parts.append(np.fromiter(codes, dtype=np.int32, count=len(rows)))
+        ids = np.concatenate(id_parts) if id_parts else np.empty(0, dtype=np.int32)
+        first_seen = np.concatenate(code_parts) if code_parts else np.empty(0, dtype=np.int32)
+        names = sorted(seen)
         if len(names) > MAX_TASK_TYPES:
             names = [*names[: MAX_TASK_TYPES - 1], "other"]
         code = {n: i for i, n in enumerate(names)}
         last = len(names) - 1
-        codes = np.fromiter((code.get(t, last) for t in types), dtype=np.int8, count=len(rows))
-        return DatasetColumns(ids, codes, names)
+        remap = np.array([code.get(t, last) for t in seen], dtype=np.int8)  # first-seen code -> sorted code
+        return DatasetColumns(ids, remap[first_seen] if len(seen) else first_seen.astype(np.int8), names)
 
     def column(self, session: Session, axis: Axis, stamp: tuple[Any, ...] | None = None) -> Column:
         """The axis's values (transformed when it names transforms), for the samples that have one."""
@@ -150,14 +160,18 @@ class SpaceStore:
             expr = "COALESCE((metrics ->> %s)::float8, 'Infinity'::float8)"
         else:
             expr = "COALESCE(json_extract(metrics, '$.' || ?), 1e999)"
-        rows = raw_rows(
-            session,
-            f"SELECT sample_id, {expr} FROM scores WHERE run_id = {{p}} AND error IS NULL ORDER BY sample_id",
-            (_json_key(axis.metric), axis.run_id),
-        )
-        arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
-        ok = np.isfinite(arr[:, 1])
-        return Column(arr[ok, 0].astype(np.int32), arr[ok, 1].copy())
+        sql = f"SELECT sample_id, {expr} FROM scores WHERE run_id = {{p}} AND error IS NULL ORDER BY sample_id"
+        id_parts: list[IdArray] = []
+        value_parts: list[FloatArray] = []
+        # In blocks: a list of 10M (id, value) rows would hold ~1 GB of Python objects at once.
+        for rows in raw_blocks(session, sql, (_json_key(axis.metric), axis.run_id)):
+            arr = np.array(rows, dtype=np.float64).reshape(-1, 2)
+            ok = np.isfinite(arr[:, 1])
+            id_parts.append(arr[ok, 0].astype(np.int32))
+            value_parts.append(arr[ok, 1].copy())
+        if not id_parts:
+            return Column(np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64))
+        return Column(np.concatenate(id_parts), np.concatenate(value_parts))
 
     def run_errors(self, session: Session, run_id: int) -> tuple[IdArray, list[str]]:
         """(sorted sample ids, reason) of the run's errored samples."""
@@ -237,6 +251,26 @@ def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[An
     try:
         cur.execute(sql.replace("{p}", "%s" if is_postgres(session) else "?"), tuple(params))
         return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def raw_blocks(
+    session: Session, sql: str, params: Sequence[Any], size: int | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Like :func:`raw_rows`, `size` rows at a time, so memory is bounded by a block rather than the result: a
+    server-side cursor on PostgreSQL (a client-side one would take the whole result into libpq first)."""
+    size = size or BLOCK_ROWS
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    pg = is_postgres(session)
+    cur = dbapi.cursor(name=f"qspace_blocks_{uuid.uuid4().hex[:12]}") if pg else dbapi.cursor()
+    try:
+        if pg:
+            cur.itersize = size  # type: ignore[attr-defined]  # psycopg's server-side cursor
+        cur.execute(sql.replace("{p}", "%s" if pg else "?"), tuple(params))
+        while rows := cur.fetchmany(size):
+            yield list(rows)
     finally:
         cur.close()
 
