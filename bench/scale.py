@@ -191,8 +191,8 @@ def main() -> None:
             with timed(steps, "synthetic samples (COPY, no ingest)", f"({args.n:,} samples)"):
                 ds, n = quick_store.write_dataset(engine, "scale", args.n), args.n
             with timed(steps, "synthetic length-like and CLIP-like runs (COPY, no queue)"):
-                run = {"id": quick_store.write_run(engine, ds, "length", quick_store.LENGTH)}
-                clip_run = quick_store.write_run(engine, ds, "clip", quick_store.CLIP)
+                run = {"id": quick_store.write_run(engine, ds, "length", quick_store.length_metrics)}
+                clip_run = quick_store.write_run(engine, ds, "clip", quick_store.clip_metrics)
         else:
             with timed(steps, "ingest (PostgreSQL COPY, streamed)"), session_scope(make_session_factory(engine)) as s:
                 report = ingest(s, IngestOptions(name="scale", paths=[path], image_root=path.parent))

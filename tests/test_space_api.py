@@ -332,9 +332,34 @@ def test_selection_list_preview_paging_and_none_metadata(client: TestClient, see
     b = client.post(f"/api/datasets/{ds}/selections", json={"region": {"type": "all"}, "name": "b"}).json()
     listed = client.get(f"/api/datasets/{ds}/selections").json()
     assert [s["id"] for s in listed] == [b["id"], a["id"]] and listed[1]["count"] == a["count"]
+    # Task-type counts as at saving, and the same again from the cache (the id lists are not read a second time).
+    assert [s["by_task_type"] for s in listed] == [b["by_task_type"], a["by_task_type"]]
+    assert sum(a["by_task_type"].values()) == a["count"]
+    assert client.get(f"/api/datasets/{ds}/selections").json() == listed
     # Samples without the field are "(none)" in /metadata_fields, and that value filters too.
     none = client.post(f"/api/datasets/{ds}/selections/preview",
                        json={"region": {"type": "all"}, "metadata": {"source": ["(none)"]}, "exclude_errors": False})
     assert none.json()["count"] == 400
     assert client.get(f"/api/datasets/{ds}/metadata_fields").json() == client.get(
         f"/api/datasets/{ds}/metadata_fields").json()
+
+
+@pytest.mark.parametrize("bins", [1, 2, 7, 64, 200])
+def test_density_bins_points_as_numpy_histogram2d_does(bins: int) -> None:
+    from backend.space.columns import Space
+    from backend.space.plane import density
+
+    rng = np.random.default_rng(bins)
+    n = 20_000
+    x = np.concatenate([rng.normal(size=n), np.linspace(-2, 2, bins + 1), [np.nextafter(2.0, 3), -2.0, 2.0]])
+    y = np.concatenate([rng.gamma(2.0, size=n), np.linspace(0, 5, bins + 1), [0.0, 5.0, np.nextafter(0.0, -1)]])
+    x[::97] = np.round(x[::97], 1)  # values on and near edges
+    space = Space(np.arange(len(x), dtype=np.int32), x, y, np.zeros(len(x), np.int8), ["t"])
+    for rx, ry in [(None, None), ((-2.0, 2.0), (0.0, 5.0)), ((-0.3, 0.7), (1.0, 1.1))]:
+        got = density(space, bins, None, rx, ry)
+        box = ((got["x_edges"][0], got["x_edges"][-1]), (got["y_edges"][0], got["y_edges"][-1]))
+        h, xe, ye = np.histogram2d(x, y, bins=bins, range=box)
+        assert got["counts"] == h.astype(np.int64).tolist()
+        assert got["x_edges"] == xe.tolist() and got["y_edges"] == ye.tolist()
+        if rx is not None:
+            assert got["total"] == int(h.sum())

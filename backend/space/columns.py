@@ -277,9 +277,9 @@ def raw_blocks(
 
 def _mentions(key: tuple[Any, ...], dataset_id: int) -> bool:
     stamp = key[1]
-    if key[0] == "arrow":  # ("arrow", space key, ...)
+    if key[0] in ("arrow", "summary"):  # (kind, space key, ...)
         return _mentions(key[1], dataset_id)
-    return key[0] in ("ds", "meta", "space") and isinstance(stamp, tuple) and stamp[0] == dataset_id
+    return key[0] in ("ds", "meta", "space", "seltypes") and isinstance(stamp, tuple) and stamp[0] == dataset_id
 
 
 def _json_key(name: str) -> str:

@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from starlette.background import BackgroundTask
 
 from backend import datasets as store
@@ -74,8 +74,18 @@ def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_s
 def list_selections(ds: Id, session: SessionDep, space_store: SpaceDep) -> list[SelectionOut]:
     """The dataset's saved selections, newest first."""
     store.get_dataset(session, ds)
-    rows = session.query(Selection).filter(Selection.dataset_id == ds).order_by(Selection.id.desc()).all()
-    return [selection_out(r, by_task_type(session, space_store, ds, ids_from_bytes(r.sample_ids))) for r in rows]
+    # The id lists stay in the database unless a selection's counts are not cached yet: at 10M samples a dataset's
+    # saved lassos and top-p% hold tens of MB of ids, and the explore page lists them on every load.
+    query = session.query(Selection).options(defer(Selection.sample_ids)).filter(Selection.dataset_id == ds)
+    stamp = space_store.dataset_stamp(session, ds)
+
+    def counts(row: Selection) -> dict[str, int]:
+        key = ("seltypes", stamp, row.id, str(row.created_at), row.count)  # a reused SQLite id is a new key
+        return space_store.cache.get_or_make(
+            key, lambda: by_task_type(session, space_store, ds, ids_from_bytes(row.sample_ids))
+        )
+
+    return [selection_out(r, counts(r)) for r in query.order_by(Selection.id.desc()).all()]
 
 
 @router.post("/datasets/{ds}/selections/import", response_model=SelectionImportOut, status_code=201)

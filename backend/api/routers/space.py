@@ -108,7 +108,9 @@ def get_density(
 def get_summary(ds: Id, session: SessionDep, space_store: SpaceDep, x: str = "loss", y: str = "clip") -> dict[str, Any]:
     """Per-axis quantiles and per-task-type count, mean and quartiles on both axes."""
     plane = open_plane(session, space_store, ds, x, y)
-    return {**summary(plane.space), "axes": plane.axes}
+    # Quantiles of every point per axis and per task type: ~1.4 s at 10M, asked for on every explore page load.
+    stats = space_store.cache.get_or_make(("summary", plane.space.key), lambda: summary(plane.space))
+    return {**stats, "axes": plane.axes}
 
 
 @router.get("/datasets/{ds}/metadata_fields")
