@@ -154,6 +154,9 @@ class Selection(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
     # Resolved sample ids, int32 little-endian, so paging and export need no re-resolution.
     sample_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    # Task type -> samples, kept at saving so listing selections never reads their id lists (None: saved before
+    # revision 0008, counted from the ids when asked).
+    task_type_counts: Mapped[dict[str, int] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     created_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # see Dataset.created_by
 

@@ -44,7 +44,9 @@ class Filters(BaseModel):
     ranges: list[RangeFilter] | None = Field(default=None, description="metric ranges, e.g. {axis, min, max}")
     metadata: dict[str, list[Any]] | None = Field(default=None, description="metadata field -> allowed values")
     dedupe: int | None = Field(
-        default=None, ge=1, le=2_147_483_647,
+        default=None,
+        ge=1,
+        le=2_147_483_647,
         description="a finished duplicates run: keep one sample per near-duplicate group (dup_rank == 0)",
     )
 
@@ -267,11 +269,27 @@ def save_selection(session: Session, ds: Dataset, req: SelectionRequest, res: Re
     recipe["population"] = res.population
     recipe.update(res.recipe_extra)
     sel = Selection(
-        dataset_id=ds.id, name=req.name, recipe=recipe, count=len(res.ids), sample_ids=ids_to_bytes(res.ids)
+        dataset_id=ds.id,
+        name=req.name,
+        recipe=recipe,
+        count=len(res.ids),
+        sample_ids=ids_to_bytes(res.ids),
+        task_type_counts=res.by_task_type(),
     )
     session.add(sel)
     session.flush()
     return sel
+
+
+def selection_counts(session: Session, store: SpaceStore, sel: Selection) -> dict[str, int]:
+    """A saved selection's task-type counts: kept with it, or (saved before they were) counted from its ids once
+    per dataset state and cached."""
+    if sel.task_type_counts is not None:
+        return dict(sel.task_type_counts)
+    key = ("seltypes", store.dataset_stamp(session, sel.dataset_id), sel.id, str(sel.created_at), sel.count)
+    return store.cache.get_or_make(
+        key, lambda: by_task_type(session, store, sel.dataset_id, ids_from_bytes(sel.sample_ids))
+    )
 
 
 def by_task_type(session: Session, store: SpaceStore, dataset_id: int, ids: IdArray) -> dict[str, int]:

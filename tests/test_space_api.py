@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.app import create_app
 from backend.ingest import IngestOptions, ingest
-from backend.models import Sample
+from backend.models import Sample, Selection
 from backend.settings import Settings
 from tests.seeding import Seeded, seed_scored
 
@@ -321,7 +321,9 @@ def test_cache_follows_new_scores(client: TestClient, seeded: Seeded, session_fa
     assert after["ids"] == before["ids"][1:]
 
 
-def test_selection_list_preview_paging_and_none_metadata(client: TestClient, seeded: Seeded) -> None:
+def test_selection_list_preview_paging_and_none_metadata(
+    client: TestClient, seeded: Seeded, session_factory: sessionmaker[Session]
+) -> None:
     ds = seeded.dataset_id
     body = {"region": {"type": "quantiles", "x": [0.5, 1]}, "exclude_errors": False}
     first = client.post(f"/api/datasets/{ds}/selections/preview", json={**body, "limit": 5}).json()
@@ -332,10 +334,17 @@ def test_selection_list_preview_paging_and_none_metadata(client: TestClient, see
     b = client.post(f"/api/datasets/{ds}/selections", json={"region": {"type": "all"}, "name": "b"}).json()
     listed = client.get(f"/api/datasets/{ds}/selections").json()
     assert [s["id"] for s in listed] == [b["id"], a["id"]] and listed[1]["count"] == a["count"]
-    # Task-type counts as at saving, and the same again from the cache (the id lists are not read a second time).
+    # Task-type counts as at saving, kept with the selection; one saved before revision 0008 (none kept) is
+    # counted from its ids and lists the same.
     assert [s["by_task_type"] for s in listed] == [b["by_task_type"], a["by_task_type"]]
     assert sum(a["by_task_type"].values()) == a["count"]
+    with session_factory() as s:
+        row = s.get(Selection, a["id"])
+        assert row is not None and row.task_type_counts == a["by_task_type"]
+        row.task_type_counts = None
+        s.commit()
     assert client.get(f"/api/datasets/{ds}/selections").json() == listed
+    assert client.get(f"/api/selections/{a['id']}").json()["by_task_type"] == a["by_task_type"]
     # Samples without the field are "(none)" in /metadata_fields, and that value filters too.
     none = client.post(f"/api/datasets/{ds}/selections/preview",
                        json={"region": {"type": "all"}, "metadata": {"source": ["(none)"]}, "exclude_errors": False})

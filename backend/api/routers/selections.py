@@ -22,6 +22,7 @@ from backend.selections import (
     ids_from_bytes,
     resolve_selection,
     save_selection,
+    selection_counts,
 )
 from backend.selections import preview_selection as preview
 from backend.space import SpaceStore
@@ -74,18 +75,9 @@ def preview_selection(ds: Id, body: PreviewRequest, session: SessionDep, space_s
 def list_selections(ds: Id, session: SessionDep, space_store: SpaceDep) -> list[SelectionOut]:
     """The dataset's saved selections, newest first."""
     store.get_dataset(session, ds)
-    # The id lists stay in the database unless a selection's counts are not cached yet: at 10M samples a dataset's
-    # saved lassos and top-p% hold tens of MB of ids, and the explore page lists them on every load.
+    # The id lists stay in the database (tens of MB at 10M samples): the counts are kept with each selection.
     query = session.query(Selection).options(defer(Selection.sample_ids)).filter(Selection.dataset_id == ds)
-    stamp = space_store.dataset_stamp(session, ds)
-
-    def counts(row: Selection) -> dict[str, int]:
-        key = ("seltypes", stamp, row.id, str(row.created_at), row.count)  # a reused SQLite id is a new key
-        return space_store.cache.get_or_make(
-            key, lambda: by_task_type(session, space_store, ds, ids_from_bytes(row.sample_ids))
-        )
-
-    return [selection_out(r, counts(r)) for r in query.order_by(Selection.id.desc()).all()]
+    return [selection_out(r, selection_counts(session, space_store, r)) for r in query.order_by(Selection.id.desc())]
 
 
 @router.post("/datasets/{ds}/selections/import", response_model=SelectionImportOut, status_code=201)
@@ -111,8 +103,9 @@ def import_subset_file(
 def _imported(session: Session, space_store: SpaceStore, ds: int, body: ImportRequest) -> SelectionImportOut:
     dataset = store.get_dataset(session, ds)
     sel, m = import_selection(session, dataset, body)
+    sel.task_type_counts = by_task_type(session, space_store, ds, m.ids)
     session.commit()
-    out = selection_out(sel, by_task_type(session, space_store, ds, m.ids))
+    out = selection_out(sel, sel.task_type_counts)
     return SelectionImportOut(
         **out.model_dump(),
         matched=len(m.ids),
@@ -144,7 +137,7 @@ def compare(
 @router.get("/selections/{sel}", response_model=SelectionOut)
 def get_selection(sel: Id, session: SessionDep, space_store: SpaceDep) -> SelectionOut:
     row = get_selection_row(session, sel)
-    return selection_out(row, by_task_type(session, space_store, row.dataset_id, ids_from_bytes(row.sample_ids)))
+    return selection_out(row, selection_counts(session, space_store, row))
 
 
 @router.get("/selections/{sel}/samples", response_model=Page[SampleOut])
