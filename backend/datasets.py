@@ -49,8 +49,14 @@ def dataset_out(ds: Dataset, counts: dict[str, int]) -> DatasetOut:
 
 def list_datasets(session: Session) -> list[DatasetOut]:
     datasets = list(session.scalars(select(Dataset).order_by(Dataset.id)))
-    counts = task_type_counts(session, [d.id for d in datasets])
-    return [dataset_out(d, counts.get(d.id, {})) for d in datasets]
+    return [dataset_out(d, c) for d, c in zip(datasets, kept_task_type_counts(session, datasets), strict=True)]
+
+
+def kept_task_type_counts(session: Session, datasets: list[Dataset]) -> list[dict[str, int]]:
+    """Each dataset's task-type counts as ingest kept them; counted only for datasets ingested before they were
+    (a GROUP BY over the samples: ~2 s at 10M on PostgreSQL, once per page load)."""
+    counted = task_type_counts(session, [d.id for d in datasets if d.task_type_counts is None])
+    return [dict(d.task_type_counts) if d.task_type_counts is not None else counted.get(d.id, {}) for d in datasets]
 
 
 def get_dataset(session: Session, ref: int | str) -> Dataset:
@@ -66,7 +72,7 @@ def get_dataset(session: Session, ref: int | str) -> Dataset:
 
 
 def describe_dataset(session: Session, ds: Dataset) -> DatasetOut:
-    return dataset_out(ds, task_type_counts(session, [ds.id]).get(ds.id, {}))
+    return dataset_out(ds, kept_task_type_counts(session, [ds])[0])
 
 
 def delete_dataset(session: Session, ds: Dataset) -> None:

@@ -451,6 +451,7 @@ def ingest(
     prompts.update({k: v for k, v in opts.task_type_prompts.items() if k in present})
     dataset.n_samples = position
     dataset.task_type_prompts = prompts
+    dataset.task_type_counts = dict(counts)
     session.flush()
     if session.get_bind().dialect.name == "postgresql":
         # Fresh statistics, so the planner does not treat a table that just grew by 665k rows as empty.

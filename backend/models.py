@@ -62,6 +62,8 @@ class Dataset(Base):
     sources: Mapped[list[str]] = mapped_column(JSONType, default=list)
     task_type_prompts: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     n_samples: Mapped[int] = mapped_column(Integer, default=0)
+    # Task type -> samples, set by ingest (None: ingested before revision 0008, counted with a GROUP BY).
+    task_type_counts: Mapped[dict[str, int] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # The base model an experiment on this dataset trains when it names none (the demo sets its own).
     experiment_base_model: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -5,6 +5,7 @@ measuring the API and the UI at 10M without the hour that generating, ingesting 
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +28,14 @@ def write_dataset(engine: Any, name: str, n: int, seed: int = 0) -> int:
             (name, n),
         )
         ds = int(cur.fetchone()[0])
+        counts = np.zeros(len(TASK_TYPES), dtype=np.int64)
         columns = "dataset_id, position, external_id, image, conversations, task_type, n_turns, question_chars,"
         columns += " answer_chars, metadata"
         with cur.copy(f"COPY samples ({columns}) FROM STDIN") as copy:
             for start in range(0, n, BLOCK):
                 stop = min(n, start + BLOCK)
                 tasks = rng.integers(0, len(TASK_TYPES), stop - start)
+                counts += np.bincount(tasks, minlength=len(TASK_TYPES))
                 sources = rng.integers(0, len(SOURCES), stop - start)
                 words = rng.integers(3, 60, stop - start)
                 out = io.StringIO()
@@ -47,6 +50,8 @@ def write_dataset(engine: Any, name: str, n: int, seed: int = 0) -> int:
                         f'{len(question)}\t{len(answer)}\t{{"source": "{SOURCES[s]}"}}\n'
                     )
                 copy.write(out.getvalue())
+        kept = dict(zip(TASK_TYPES, counts.tolist(), strict=True))
+        cur.execute("UPDATE datasets SET task_type_counts = %s WHERE id = %s", (json.dumps(kept), ds))  # as ingest
         cur.execute("ANALYZE samples")  # as ingest does: the planner must know the table is big
         raw.commit()
     finally:

@@ -46,6 +46,23 @@ def test_create_list_get_delete(client: TestClient) -> None:
     assert client.get("/api/datasets").json() == []
 
 
+def test_task_type_counts_are_kept_at_ingest_and_counted_for_older_datasets(client: TestClient, engine: Engine) -> None:
+    from sqlalchemy import update
+    from sqlalchemy.orm import Session
+
+    from backend.models import Dataset
+
+    ds = post_sample(client)
+    with Session(engine) as s:
+        kept = s.get(Dataset, ds["id"])
+        assert kept is not None and kept.task_type_counts == ds["task_types"] and sum(ds["task_types"].values()) == 19
+        s.execute(update(Dataset).where(Dataset.id == ds["id"]).values(task_type_counts=None))  # as before 0008
+        s.commit()
+    assert client.get(f"/api/datasets/{ds['id']}").json()["task_types"] == ds["task_types"]
+    other = post_sample(client, "other")
+    assert [d["task_types"] for d in client.get("/api/datasets").json()] == [ds["task_types"], other["task_types"]]
+
+
 def test_samples_paged_and_filtered(client: TestClient) -> None:
     ds = post_sample(client)
     page = client.get(f"/api/datasets/{ds['id']}/samples", params={"offset": 2, "limit": 5}).json()
