@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +63,59 @@ def test_concurrent_makers_keep_the_count_of_bytes_exact() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert len(cache) == 75 and cache.bytes == 75 * 1000  # a key made twice at once is counted once
+    assert len(cache) == 75 and cache.bytes == 75 * 1000 and cache.made == 75  # each key made once
+
+
+def test_threads_asking_for_a_key_being_made_wait_for_it() -> None:
+    cache = LRU(8)
+    calls: list[int] = []
+    started = threading.Event()
+
+    def slow() -> np.ndarray:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        return np.arange(3)
+
+    got: list[np.ndarray] = []
+    first = threading.Thread(target=lambda: got.append(cache.get_or_make("plane", slow)))
+    first.start()
+    started.wait()
+    others = [threading.Thread(target=lambda: got.append(cache.get_or_make("plane", slow))) for _ in range(3)]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join()
+    assert len(calls) == 1 and len(got) == 4 and all(g is got[0] for g in got)
+
+
+def test_a_maker_that_fails_leaves_the_key_to_the_next_asker() -> None:
+    cache = LRU(8)
+    started, release = threading.Event(), threading.Event()
+
+    def failing() -> np.ndarray:
+        started.set()
+        release.wait()
+        raise RuntimeError("database went away")
+
+    errors: list[Exception] = []
+
+    def ask_failing() -> None:
+        try:
+            cache.get_or_make("k", failing)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=ask_failing)
+    t.start()
+    started.wait()
+    waiter_got: list[np.ndarray] = []
+    waiter = threading.Thread(target=lambda: waiter_got.append(cache.get_or_make("k", lambda: np.ones(2))))
+    waiter.start()
+    release.set()
+    t.join()
+    waiter.join()
+    assert len(errors) == 1 and waiter_got[0].tolist() == [1.0, 1.0] and len(cache) == 1
 
 
 @dataclass(frozen=True)

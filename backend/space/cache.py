@@ -27,16 +27,34 @@ class LRU:
         self.max_bytes = max_bytes
         self._data: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._making: dict[Hashable, threading.Event] = {}  # keys some thread is making now
         self.bytes = 0  # what the entries hold, as nbytes() counts it
+        self.made = 0  # values made (a key asked for by several threads at once is made once)
 
     def get_or_make(self, key: Hashable, make: Callable[[], T]) -> T:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                return self._data[key][0]
-        value = make()  # outside the lock: loading 1M rows must not block other keys
+        while True:
+            with self._lock:
+                if key in self._data:
+                    self._data.move_to_end(key)
+                    return self._data[key][0]
+                making = self._making.get(key)
+                if making is None:
+                    self._making[key] = threading.Event()
+                    break
+            # The explore page asks for the plane, its sample, grid, summary and gallery at once: after a restart
+            # each would otherwise read and join the same 10M-point columns. Wait for the one making it, then look
+            # again (a maker that failed leaves no value, and the next waiter makes it).
+            making.wait()
+        try:
+            value = make()  # outside the lock: loading 1M rows must not block other keys
+        except BaseException:
+            with self._lock:
+                self._making.pop(key).set()
+            raise
         size = nbytes(value) if self.max_bytes is not None else 0
         with self._lock:
+            self._making.pop(key).set()
+            self.made += 1
             old = self._data.pop(key, None)
             self.bytes += size - (old[1] if old else 0)
             self._data[key] = (value, size)
