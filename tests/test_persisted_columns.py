@@ -254,3 +254,29 @@ def test_a_read_column_is_the_written_one_writable_and_shares_one_buffer(tmp_pat
     assert files.reads == 1 and np.array_equal(got_ids, ids) and np.array_equal(got_values, values)
     assert got_ids.flags.writeable and got_values.flags.writeable  # like the database path's arrays
     assert not got_ids.flags.owndata and not got_values.flags.owndata  # views of the file's one read, no copies
+
+
+def test_metadata_fields_survive_a_restart_and_a_bad_file_is_made_again(
+    restart: Callable[[], Server], seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backend.space import columns
+
+    first = restart()
+    want = first.client.get(f"/api/datasets/{seeded.dataset_id}/metadata_fields").json()
+    assert want and first.files.loads == 1
+    kept = first.files.dataset_dir(seeded.dataset_id) / "metadata_fields_50.json"
+    assert kept.is_file()
+
+    def no_scan(*_: Any) -> Any:
+        raise AssertionError("scanned every sample's metadata although the kept fields should have served")
+
+    with monkeypatch.context() as m:
+        m.setattr(columns, "_metadata_fields", no_scan)
+        second = restart()
+        assert second.client.get(f"/api/datasets/{seeded.dataset_id}/metadata_fields").json() == want
+        assert second.files.reads == 1 and second.files.loads == 0
+    for garble in (b"{not json", kept.read_bytes().replace(b'"value":{', b'"value":{"forged":{"x":1},', 1)):
+        kept.write_bytes(garble)
+        third = restart()
+        assert third.client.get(f"/api/datasets/{seeded.dataset_id}/metadata_fields").json() == want
+        assert third.files.loads == 1 and third.files.reads == 0  # refused (unreadable, digest off), scanned again

@@ -215,8 +215,16 @@ class SpaceStore:
     def metadata_fields(self, session: Session, dataset_id: int, max_values: int) -> dict[str, dict[str, int]]:
         """Low-cardinality metadata fields (at most `max_values` values) and the count of each value."""
         # One scan per field over every sample (0.75 s at 1M): cached until the dataset changes.
-        key = ("meta", self._dataset_stamp(session, dataset_id), "__fields__", max_values)
-        return self.cache.get_or_make(key, lambda: _metadata_fields(session, dataset_id, max_values))
+        stamp = self._dataset_stamp(session, dataset_id)
+
+        def load() -> dict[str, dict[str, int]]:
+            if self.files is None:
+                return _metadata_fields(session, dataset_id, max_values)
+            # Kept with the dataset's column files: a restarted server answers without scanning (~5 s at 10M).
+            name = f"metadata_fields_{max_values}"
+            return self.files.facts(dataset_id, name, stamp, lambda: _metadata_fields(session, dataset_id, max_values))
+
+        return self.cache.get_or_make(("meta", stamp, "__fields__", max_values), load)
 
     # -- the plane -----------------------------------------------------------------------------
     def space(self, session: Session, dataset_id: int, x: Axis, y: Axis) -> Space:
