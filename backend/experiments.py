@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,7 +32,7 @@ from backend.experiment_schemas import ExperimentCreate
 from backend.models import Experiment, ExperimentArm, ExperimentJob
 from backend.queue.jobs import ACTIVE, refresh_experiment
 from backend.queue.progress import aware, utcnow
-from backend.selections import SelectionError, ids_to_bytes
+from backend.selections import SelectionError
 from backend.settings import Settings
 from backend.space import SpaceStore
 from backend.train_specs import TrainParams, planned_steps
@@ -153,7 +154,9 @@ def create_experiment(
                 step=0,
                 total_steps=_steps(stages, checked.params),
                 attempts=0,
-                sample_ids=b"".join(ids_to_bytes(s) for s in stages),
+                # A job's stages are plain int32 back to back (backend/queue/jobs.py reads them so, and workers),
+                # never the packed form a saved selection may take.
+                sample_ids=b"".join(np.asarray(s, dtype="<i4").tobytes() for s in stages),
                 stage_sizes=[len(s) for s in stages],
                 created_at=now,
                 updated_at=now,

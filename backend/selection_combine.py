@@ -23,6 +23,7 @@ import numpy.typing as npt
 from sqlalchemy.orm import Session
 
 from backend.datasets import NotFound
+from backend.id_lists import ids_from_bytes
 from backend.models import Selection
 from backend.regions import CombineRegion, IdsRegion
 from backend.regions.arrays import unique_sorted
@@ -49,7 +50,7 @@ def sorted_unique(ids: npt.ArrayLike) -> IdArray:
 
 def stored_ids(sel: Selection) -> IdArray:
     """The selection's saved sample ids, sorted and unique."""
-    return sorted_unique(np.frombuffer(sel.sample_ids, dtype="<i4").astype(np.int32))
+    return sorted_unique(ids_from_bytes(sel.sample_ids))
 
 
 def ids_digest(ids: npt.NDArray[np.int32]) -> str:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from backend.datasets import NotFound, samples_by_id
+from backend.id_lists import ids_from_bytes, ids_to_bytes
 from backend.models import Curriculum, CurriculumStage, Dataset, Run, Selection
 from backend.regions import (
     SET_REGIONS,
@@ -255,12 +256,6 @@ def _value_stats(v: npt.NDArray[np.float64]) -> dict[str, float]:
     }
 
 
-def ids_to_bytes(ids: IdArray) -> bytes:
-    return np.asarray(ids, dtype="<i4").tobytes()
-
-
-def ids_from_bytes(blob: bytes) -> IdArray:
-    return np.frombuffer(blob, dtype="<i4").astype(np.int32)
 
 
 def save_selection(session: Session, ds: Dataset, req: SelectionRequest, res: Resolved) -> Selection:

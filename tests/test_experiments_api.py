@@ -196,6 +196,29 @@ def test_create_experiment_shapes_and_controls(
     assert client.get(f"/api/experiments/{exp['id']}").json()["jobs"] == jobs
 
 
+def test_a_packed_selection_trains_as_a_plain_id_list(
+    client: TestClient, queue: FakeQueue, tmp_path: Path, session_factory: sessionmaker[Session], seeded: Seeded,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from backend import id_lists
+    from backend.models import Selection
+
+    monkeypatch.setattr(id_lists, "PACK_FROM", 1)  # every saved list packed, as a 4,096+ sample one is
+    ds = seeded.dataset_id
+    sel = client.post(f"/api/datasets/{ds}/selections", json={"name": "all", "region": {"type": "all"}}).json()
+    with session_factory() as s:
+        row = s.get(Selection, sel["id"])
+        assert row is not None and len(row.sample_ids) % 4 == 2  # stored packed
+        want = id_lists.ids_from_bytes(row.sample_ids).tolist()
+    refs = {"selection": sel["id"], "curriculum": 0}
+    r = client.post(f"/api/datasets/{ds}/experiments", json=body(write_base(tmp_path / "base"), refs,
+                                                                 arms=[{"selection": sel["id"]}], seeds=[0]))
+    assert r.status_code == 202, r.text
+    arm = next(a for a in r.json()["arms"] if a["kind"] == "selection")
+    job = next(j for j in r.json()["jobs"] if j["arm_id"] == arm["id"])
+    assert job_ids_of(session_factory, job["id"]) == want and len(want) == sel["count"]
+
+
 def test_task_mix_control_matches_the_arms_task_types(
     client: TestClient, arms: dict[str, int], tmp_path: Path, session_factory: sessionmaker[Session], seeded: Seeded
 ) -> None:
