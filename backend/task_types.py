@@ -53,6 +53,19 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     ),
 )
 
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
+
+
+def _ascii_literal(pattern: re.Pattern[str]) -> str | None:
+    """The lower-cased text of a case-insensitive pattern that is plain ASCII text, else None.
+
+    On ASCII input, `literal in text.lower()` finds exactly what the regex would, several times faster: the
+    built-in rules run on every record of an ingest (~1 s per 100k records as regexes)."""
+    source = pattern.pattern
+    plain = source.isascii() and not _REGEX_SYNTAX.intersection(source)
+    return source.lower() if plain and pattern.flags & re.IGNORECASE else None
+
+
 TEXT_ONLY = "text_only"
 UNKNOWN = "unknown"
 
@@ -127,6 +140,7 @@ class TaskTyper:
     ) -> None:
         self.field = field
         self.rules = [*rules, *(BUILTIN_RULES if use_builtin else ())]
+        self._literals = [_ascii_literal(rule.pattern) for rule in self.rules]
         self.file_names = file_names
         self.prompts: dict[str, str] = {}
 
@@ -135,8 +149,11 @@ class TaskTyper:
             value = record.get(self.field)
             if isinstance(value, str) and value:
                 return value
-        for rule in self.rules:
-            if rule.pattern.search(human_text):
+        # Non-ASCII text goes to the regexes: case folding beyond ASCII (the Kelvin sign, a long s) is theirs.
+        lowered = human_text.lower() if human_text.isascii() else None
+        for rule, literal in zip(self.rules, self._literals, strict=True):
+            hit = literal in lowered if literal is not None and lowered is not None else rule.pattern.search(human_text)
+            if hit:
                 if rule.prompt and rule.task_type not in self.prompts:
                     self.prompts[rule.task_type] = rule.prompt
                 return rule.task_type

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,26 @@ def test_check_relative_path(path: str, ok: str | None) -> None:
             check_relative_path(path)
     else:
         assert check_relative_path(path) == ok
+
+
+def test_check_relative_path_equals_normpath_wherever_it_accepts() -> None:
+    # Its shortcut skips normpath for paths normpath leaves alone: every path of these segments agrees with it.
+    segments = ["a", "b.jpg", ".", "..", "", ".hidden", "x..y", "c."]
+    checked = 0
+    for first in segments:
+        for second in segments:
+            for third in [*segments, None]:
+                path = "/".join(s for s in (first, second, third) if s is not None)
+                if not path:
+                    continue
+                norm = posixpath.normpath(path)
+                if norm == ".." or norm.startswith("../") or path.startswith("/"):
+                    with pytest.raises(ValueError):
+                        check_relative_path(path)
+                else:
+                    assert check_relative_path(path) == norm, path
+                    checked += 1
+    assert checked > 300
 
 
 def test_rule_and_prompt_files_are_validated(tmp_path: Path) -> None:
