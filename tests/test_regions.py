@@ -539,10 +539,13 @@ def reference_diq(x: np.ndarray, y: np.ndarray, p: float) -> np.ndarray:
     return pop[_top_k_stable(np.minimum(_min_ranks(x[pop]), _min_ranks(y[pop])), k)]
 
 
-@pytest.mark.parametrize("shape", ["independent", "correlated", "anti-correlated", "ties", "one value"])
+@pytest.mark.parametrize(
+    "shape", ["independent", "correlated", "anti-correlated", "ties", "one value", "float32", "float32 tokens"]
+)
 def test_top_both_ranks_only_the_top_and_agrees_with_ranking_everything(shape: str) -> None:
     # Large enough (300k) that the sampled threshold and the partial sorts are what runs; anti-correlated axes
-    # put the corner's threshold far from where independent ones would, ties make ranks coarse.
+    # put the corner's threshold far from where independent ones would, ties make ranks coarse. float32
+    # values (a plane's columns) take the float32 sort; token counts put big tie groups at the sampled cut.
     rng = np.random.default_rng(11)
     n = 300_000
     x = rng.normal(size=n)
@@ -552,9 +555,13 @@ def test_top_both_ranks_only_the_top_and_agrees_with_ranking_everything(shape: s
         "anti-correlated": -x + rng.normal(scale=0.05, size=n),
         "ties": rng.integers(0, 5, n).astype(float),
         "one value": np.zeros(n),
+        "float32": rng.normal(size=n).astype(np.float32),
+        "float32 tokens": np.floor(rng.gamma(2.0, 60.0, n)).astype(np.float32),
     }[shape]
     if shape == "ties":
         x = x.round(0)
+    if shape.startswith("float32"):
+        x = (x if shape == "float32" else rng.integers(8, 40, n).astype(float)).astype(np.float32)
     x[:25] = np.nan
     for p in (0.01, 1, 10, 37.5, 99.9):
         got = np.flatnonzero(region_mask({"type": "top", "percent": p, "axes": "both"}, x, y))

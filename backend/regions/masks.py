@@ -31,7 +31,9 @@ from backend.regions.polygon import points_in_polygon
 def quantile_edges(values: npt.ArrayLike, qs: npt.ArrayLike) -> FloatArray:
     """``numpy.quantile`` (linear) of the finite ``values`` at ``qs``, in float64; empty input -> NaN."""
     v = np.asarray(values, dtype=np.float64)
-    v = v[np.isfinite(v)]
+    finite = np.isfinite(v)
+    if not finite.all():  # a plane's values usually are: no 10M-value copy then
+        v = v[finite]
     q = np.asarray(qs, dtype=np.float64)
     if v.size == 0:
         return np.full(q.shape, np.nan)
@@ -39,7 +41,7 @@ def quantile_edges(values: npt.ArrayLike, qs: npt.ArrayLike) -> FloatArray:
 
 
 def _band(v: np.ndarray, pop: BoolArray, qlo: float, qhi: float) -> BoolArray:
-    lo, hi = quantile_edges(v[pop], [qlo, qhi])
+    lo, hi = quantile_edges(v if pop.all() else v[pop], [qlo, qhi])  # the usual plane: no 10M-value copy
     if np.isnan(lo):
         return np.zeros(v.shape, dtype=bool)
     upper = v <= hi if qhi >= 1.0 else v < hi
@@ -100,9 +102,10 @@ def _diq_top(x: np.ndarray, y: np.ndarray, k: int) -> IntArray:
 
     Without ranking every point: a point's x rank is >= t exactly when its x exceeds the (t-1)-th smallest x,
     so the points scoring >= t are ``G(t) = {x > sx[t-1] and y > sy[t-1]}`` (sx, sy: the sorted values). A
-    sample says where the k-th score lies (``c`` a little below it); only the values ranked >= c on each axis
-    are sorted, and the threshold is the largest t with |G(t)| >= k, found by bisection over G(c). At 10M
-    points and 10% that sorts about a third of each axis instead of argsorting and scattering all of it."""
+    sample says where the k-th score lies (rank ``c`` a little below it) and which value sits a little below
+    rank c on each axis; only the values above it are sorted, and the threshold is the largest t with
+    |G(t)| >= k, found by bisection from ``lo`` (the higher of the two axes' counts below their cut). At 10M
+    points and 10% that sorts about a third of each axis and partitions nothing."""
     m = x.shape[0]
     if k <= 0:
         return np.empty(0, dtype=np.int64)
@@ -110,36 +113,54 @@ def _diq_top(x: np.ndarray, y: np.ndarray, k: int) -> IntArray:
         return np.arange(m, dtype=np.int64)
     c = _diq_floor(x, y, k)
     while True:
-        with ThreadPoolExecutor(2) as pool:  # NumPy partitions and sorts without the GIL
+        with ThreadPoolExecutor(2) as pool:  # NumPy compresses and sorts without the GIL
             (tx, sx), (ty, sy) = pool.map(_upper_sorted, (x, y), (c, c))
         cand = np.flatnonzero((x > tx) & (y > ty)) if c else np.arange(m, dtype=np.int64)
-        if cand.size >= k or c == 0:
+        corner = _Corner(cand, x, y, (tx, sx, ty, sy, m))
+        lo = m - min(sx.size, sy.size)  # every point scoring >= lo is a candidate (all of them when both agree)
+        if c == 0 or np.count_nonzero(corner.members(lo)) >= k:
             break
         c //= 2  # the sample misjudged (a few in a million): widen and go again
-    xc, yc = x[cand], y[cand]
 
-    def members(t: int) -> BoolArray:  # which candidates score >= t (t >= c)
-        if t == 0:
-            return np.ones(cand.size, dtype=bool)
-        return (xc > _sorted_at(sx, tx, m, c, t - 1)) & (yc > _sorted_at(sy, ty, m, c, t - 1))
-
-    lo, hi = c, m  # |G(lo)| >= k > |G(hi)| (no point has rank m)
+    hi = m  # |G(lo)| >= k > |G(hi)| (no point has rank m)
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if np.count_nonzero(members(mid)) >= k:
+        if np.count_nonzero(corner.members(mid)) >= k:
             lo = mid
         else:
             hi = mid
-    above, at_least = members(lo + 1), members(lo)
+    above, at_least = corner.members(lo + 1), corner.members(lo)
     ties = np.flatnonzero(at_least & ~above)[: k - int(np.count_nonzero(above))]
-    return np.sort(cand[np.concatenate([np.flatnonzero(above), ties])])
+    above[ties] = True
+    return corner.cand[above]  # cand is ascending, so this is sorted
+
+
+class _Corner:
+    """The candidates of a DIQ top-k (positions ``cand``, ascending) and which of them score >= t."""
+
+    def __init__(
+        self, cand: IntArray, x: np.ndarray, y: np.ndarray, cuts: tuple[float, FloatArray, float, FloatArray, int]
+    ) -> None:
+        self.cand, self.xc, self.yc = cand, x[cand], y[cand]
+        self.cuts = cuts  # (x cut, sorted x values above it, y cut, sorted y values above it, all points)
+
+    def members(self, t: int) -> BoolArray:
+        """Which candidates score >= t (t >= the higher of the two axes' counts below their cut)."""
+        if t == 0:
+            return np.ones(self.cand.size, dtype=bool)
+        tx, sx, ty, sy, m = self.cuts
+        return (self.xc > _sorted_at(sx, tx, m, t - 1)) & (self.yc > _sorted_at(sy, ty, m, t - 1))
+
+
+def _estimate_step(m: int) -> int:
+    return max(1, m // ESTIMATE_POINTS)
 
 
 def _diq_floor(x: np.ndarray, y: np.ndarray, k: int) -> int:
     """A rank ``c`` that the k-th largest DIQ score very likely reaches: the k-th score of an evenly strided
     sample, as a fraction of its size, less a margin far wider than the sample's error (~0.1%)."""
     m = x.shape[0]
-    step = max(1, m // ESTIMATE_POINTS)
+    step = _estimate_step(m)
     if step == 1:
         return 0
     xs, ys = x[::step], y[::step]
@@ -149,18 +170,32 @@ def _diq_floor(x: np.ndarray, y: np.ndarray, k: int) -> int:
 
 
 def _upper_sorted(v: np.ndarray, c: int) -> tuple[float, FloatArray]:
-    """(the c-th smallest value, counting from 1, and the sorted values above it); (-inf, all sorted) for c 0."""
+    """(a cut: a value the strided sample places a little below rank c, the sorted values above it); (-inf,
+    all sorted) for c 0. No partition of all of ``v``: one comparison finds the values above the cut.
+
+    Values that float32 holds exactly (a plane's columns are float32) are sorted as float32: same order,
+    ~1.7x faster."""
     if c == 0:
-        return -math.inf, np.sort(v)
-    t = float(np.partition(v, c - 1)[c - 1])
-    return t, np.sort(v[v > t])
+        cut = -math.inf
+        tail = v
+    else:
+        sample = np.sort(v[:: _estimate_step(v.shape[0])])
+        at = sample[min(sample.size - 1, c * sample.size // v.shape[0])]
+        first = int(np.searchsorted(sample, at, side="left"))  # below the tie group that holds rank c
+        cut = float(sample[first - 1]) if first else -math.inf
+        tail = v[v > cut]
+    narrow = tail.astype(np.float32)
+    if np.array_equal(narrow, tail):
+        return cut, np.sort(narrow).astype(np.float64)
+    return cut, np.sort(tail)
 
 
-def _sorted_at(tail: FloatArray, t: float, m: int, c: int, j: int) -> float:
-    """The j-th smallest value (from 0, j >= c - 1) of m values of which `tail` are the sorted ones above `t`,
-    the c-th smallest: below the tail every rank from c - 1 holds `t` itself."""
+def _sorted_at(tail: FloatArray, cut: float, m: int, j: int) -> float:
+    """The j-th smallest value (from 0) of m values of which `tail` are the sorted ones above `cut`, as far as
+    comparing a value of them with it goes: for j just below the tail that is the largest value <= cut, and
+    ``value > it`` exactly when ``value > cut``. Callers ask only for j >= m - len(tail) - 1."""
     below = m - tail.size
-    return float(tail[j - below]) if j >= below else t
+    return float(tail[j - below]) if j >= below else cut
 
 
 def _round_half_up(v: float) -> int:
@@ -218,7 +253,10 @@ def region_mask(region: Region | dict[str, Any], x: npt.ArrayLike, y: npt.ArrayL
             # as grid_cells, at two quantiles per axis instead of n+1.
             pop = population(xa, ya)
             i, j = r.cell
-            return _band(xa, pop, i / r.n, (i + 1) / r.n) & _band(ya, pop, j / r.n, (j + 1) / r.n)
+            with ThreadPoolExecutor(2) as pool:  # NumPy's partitions run without the GIL: one axis each
+                on_x = pool.submit(_band, xa, pop, i / r.n, (i + 1) / r.n)
+                on_y = pool.submit(_band, ya, pop, j / r.n, (j + 1) / r.n)
+                return on_x.result() & on_y.result()
         case TopRegion():
             return _top(xa, ya, r.percent, r.axes)
     raise TypeError(f"not a region: {region!r}")
