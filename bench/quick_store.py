@@ -96,6 +96,11 @@ def length_metrics(rng: np.random.Generator, n: int) -> dict[str, Any]:
     """The `length` scorer's six metrics, consistent with each other (tokens = question + answer tokens)."""
     question = rng.integers(8, 40, n).astype(np.float64)
     answer = np.floor(rng.gamma(2.0, 60.0, n)) + 1
+    return length_from_tokens(question, answer)
+
+
+def length_from_tokens(question: np.ndarray, answer: np.ndarray) -> dict[str, Any]:
+    """The six `length` metrics from question and answer token counts."""
     return {
         "tokens": question + answer,
         "question_tokens": question,

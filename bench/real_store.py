@@ -63,14 +63,7 @@ def build(path: Path) -> None:
     def length(rng: np.random.Generator, size: int) -> dict[str, Any]:  # blocks come in id order
         q, a = (np.ceil(chars[at[0] : at[0] + size, k] / 4) for k in (0, 1))
         at[0] += size
-        return {
-            "tokens": q + a,
-            "question_tokens": q,
-            "answer_tokens": a,
-            "words": np.floor(0.75 * (q + a)),
-            "question_words": np.floor(0.75 * q),
-            "answer_words": np.floor(0.75 * a),
-        }
+        return quick_store.length_from_tokens(q, a)
 
     t = time.perf_counter()
     quick_store.write_run(engine, report.dataset_id, "length", length)
