@@ -63,7 +63,8 @@ def _ascii_literal(pattern: re.Pattern[str]) -> str | None:
     built-in rules run on every record of an ingest (~1 s per 100k records as regexes)."""
     source = pattern.pattern
     plain = source.isascii() and not _REGEX_SYNTAX.intersection(source)
-    return source.lower() if plain and pattern.flags & re.IGNORECASE else None
+    # Exactly IGNORECASE (str patterns always carry UNICODE): VERBOSE, say, would make spaces insignificant.
+    return source.lower() if plain and pattern.flags & ~re.UNICODE == re.IGNORECASE else None
 
 
 TEXT_ONLY = "text_only"

@@ -74,3 +74,9 @@ def test_field_then_file_name_then_image_decide_when_no_rule_matches() -> None:
     assert TaskTyper(field="kind")({"kind": "chart"}, "Answer the question using a single word", True, "f") == "chart"
     assert TaskTyper(file_names=True)({}, "Describe it.", True, "vqa_part") == "vqa_part"
     assert TaskTyper()({}, "Describe it.", False, "f") == TEXT_ONLY
+
+
+def test_a_verbose_pattern_is_left_to_its_regex() -> None:
+    # Under re.VERBOSE the space is insignificant: "how many" matches "howmany", which a substring test would miss.
+    typer = TaskTyper(rules=[Rule("count", re.compile("how many", re.IGNORECASE | re.VERBOSE))], use_builtin=False)
+    assert typer({}, "HOWMANY dogs?", True, "f") == "count"
