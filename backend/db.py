@@ -1,8 +1,9 @@
-"""Engine and session factory for SQLite (WAL, foreign keys on) and PostgreSQL."""
+"""Engine and session factory for SQLite (WAL, foreign keys on) and PostgreSQL, and raw reads of many rows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+BLOCK_ROWS = 100_000  # rows per block when a column is read from the database
 
 
 def is_sqlite(engine: Engine) -> bool:
@@ -75,3 +77,42 @@ def commit_create_or_resume(session: Session, plan: Callable[[], T]) -> T:
             session.rollback()
             raise
     raise AssertionError("unreachable")
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples straight from the DBAPI cursor: 3-5x faster than ORM results for 1M rows.
+
+    `{p}` in `sql` is the driver's placeholder; the statement runs in the session's transaction.
+    """
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    cur = dbapi.cursor()
+    try:
+        cur.execute(sql.replace("{p}", "%s" if is_postgres(session) else "?"), tuple(params))
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
+def raw_blocks(
+    session: Session, sql: str, params: Sequence[Any], size: int | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """Like :func:`raw_rows`, `size` rows at a time, so memory is bounded by a block rather than the result: a
+    server-side cursor on PostgreSQL (a client-side one would take the whole result into libpq first)."""
+    size = size or BLOCK_ROWS
+    dbapi = session.connection().connection.dbapi_connection
+    assert dbapi is not None
+    pg = is_postgres(session)
+    cur = dbapi.cursor(name=f"qspace_blocks_{uuid.uuid4().hex[:12]}") if pg else dbapi.cursor()
+    try:
+        if pg:
+            cur.itersize = size  # type: ignore[attr-defined]  # psycopg's server-side cursor
+        cur.execute(sql.replace("{p}", "%s" if pg else "?"), tuple(params))
+        while rows := cur.fetchmany(size):
+            yield list(rows)
+    finally:
+        cur.close()

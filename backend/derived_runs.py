@@ -16,13 +16,13 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from backend.column_files import delete_run_columns
 from backend.datasets import get_dataset
 from backend.db import commit_create_or_resume
 from backend.derived_specs import default_k, derived_key, validate_derived
 from backend.models import Run, Sample, Score
 from backend.queue.embeddings import delete_run_files, embeddings_dir, has_embeddings, read_embeddings
 from backend.queue.progress import ACTIVE, seconds_between, utcnow
-from backend.space.persisted import delete_run_columns
 
 
 class DerivedSink(Protocol):

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     persist_columns: bool = Field(
         default=True,
         description="keep score and dataset columns as Arrow files in data_dir/columns, so a restarted server "
-        "serves the plane without reading every score again (backend/space/persisted.py)",
+        "serves the plane without reading every score again (backend/column_files.py)",
     )
     space_cache_mb: int = Field(
         default=1536,

@@ -8,7 +8,7 @@ measures through the real FastAPI app in this process:
   - polygon selection (64 and 1,000 vertices) server time: the resolve step, p50 of 20;
   - export of a 100,000-sample selection as LLaVA JSON and Parquet: time and peak traced memory;
   - the cold plane after a server restart (a new app, engine and space store on the same database and data
-    directory), with and without persisted score columns (QSPACE_PERSIST_COLUMNS; backend/space/persisted.py).
+    directory), with and without persisted score columns (QSPACE_PERSIST_COLUMNS; backend/column_files.py).
     `--restart-only` measures just that.
 """
 

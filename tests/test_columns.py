@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from backend import db
 from backend.models import Sample
+from backend.queue.columns import run_columns
 from backend.space import SpaceStore, resolve_axis
-from backend.space import columns as columns_module
 from tests.seeding import Seeded, seed_scored
 
 
@@ -25,7 +26,7 @@ def seeded(session_factory: sessionmaker[Session], tmp_path: Path) -> Seeded:
 def test_columns_read_in_blocks_equal_the_rows(
     session_factory: sessionmaker[Session], seeded: Seeded, block: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(columns_module, "BLOCK_ROWS", block)
+    monkeypatch.setattr(db, "BLOCK_ROWS", block)
     with session_factory() as s:
         store = SpaceStore(s.get_bind())  # type: ignore[arg-type]
         ds = store.dataset_columns(s, seeded.dataset_id)
@@ -38,6 +39,9 @@ def test_columns_read_in_blocks_equal_the_rows(
         assert np.array_equal(clip.values, [seeded.clip[i] for i in sorted(seeded.clip)])
         loss = store.column(s, resolve_axis(s, seeded.dataset_id, "loss"))
         assert np.allclose(loss.values, [seeded.loss[i] for i in sorted(seeded.loss)], rtol=0, atol=1e-12)
+        # The queue's one pass over a run's rows (every metric at once), in the same blocks.
+        kept = run_columns(s, seeded.loss_run)["loss_sum"]
+        assert kept[0].tolist() == loss.ids.tolist() and kept[1].tolist() == loss.values.tolist()
 
 
 def test_a_dataset_with_no_samples_and_a_run_with_no_values_read_as_empty(
@@ -45,7 +49,7 @@ def test_a_dataset_with_no_samples_and_a_run_with_no_values_read_as_empty(
 ) -> None:
     with session_factory() as s:
         store = SpaceStore(s.get_bind())  # type: ignore[arg-type]
-        blocks = list(columns_module.raw_blocks(s, "SELECT id FROM samples WHERE dataset_id = {p}", (-1,)))
+        blocks = list(db.raw_blocks(s, "SELECT id FROM samples WHERE dataset_id = {p}", (-1,)))
         assert blocks == []
         clip = resolve_axis(s, seeded.dataset_id, "clip")
         col = store._load_column(s, replace(clip, metric="no_such_metric"))

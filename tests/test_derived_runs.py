@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.app import create_app
+from backend.column_files import ColumnFiles, columns_root
 from backend.models import Run, Score
 from backend.queue.embeddings import embeddings_dir, run_dir
 from backend.settings import Settings
@@ -177,8 +178,11 @@ def test_files_go_with_the_run_and_the_dataset(
     emb = embeddings_dir(settings.data_dir, seeded.clip_run, clip_key)
     labels = run_dir(settings.data_dir, clusters["id"], clusters["scorer_key"])
     assert emb.is_dir() and (labels / "clusters.json").is_file()
+    # The worker that finished the run kept its column (backend/queue/columns.py); the run's deletion takes it.
+    kept = ColumnFiles(columns_root(settings.data_dir)).column_path(seeded.dataset_id, clusters["id"], "cluster")
+    assert kept.is_file()
     assert client.delete(f"/api/runs/{clusters['id']}").status_code == 204
-    assert not labels.exists() and client.get(f"/api/runs/{clusters['id']}").status_code == 404
+    assert not kept.exists() and not labels.exists() and client.get(f"/api/runs/{clusters['id']}").status_code == 404
     with session_factory() as s:
         assert s.scalar(select(func.count()).select_from(Score).where(Score.run_id == clusters["id"])) == 0
     assert client.delete(f"/api/datasets/{seeded.dataset_id}").status_code == 204

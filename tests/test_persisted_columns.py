@@ -1,5 +1,6 @@
-"""Score and dataset columns persisted as files (backend/space/persisted.py): a restarted server serves the plane
-from them, and a stale, truncated, foreign or garbled file is never served."""
+"""Score and dataset columns persisted as files (backend/column_files.py): a restarted server serves the plane
+from them, a stale, truncated, foreign or garbled file is never served, and the worker that finishes a run writes
+its files (backend/queue/columns.py) so that no API process reads the run's score rows for the plane."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from backend.api.app import create_app
+from backend.column_files import ColumnFiles, columns_root
 from backend.models import Run, Score
+from backend.queue.columns import keep_run_columns, run_columns, run_stamp
 from backend.queue.progress import utcnow
 from backend.settings import Settings
 from backend.space import SpaceStore, resolve_axis
-from backend.space.persisted import ColumnFiles, columns_root
+from tests.queue_helpers import ingest_dataset, start_worker, stop_worker, wait_ready, wait_run, write_dataset
 from tests.seeding import Seeded, seed_scored
 
 
@@ -77,12 +80,15 @@ def truth(engine: Engine, ds: int, x: str = "loss", y: str = "clip") -> dict[str
         return plane_json(s, store, plane, resolve_colour(s, ds, None))
 
 
-def sql_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def sql_fails(monkeypatch: pytest.MonkeyPatch, dataset: bool = True) -> None:
+    """Reading score columns (and, with `dataset`, the dataset's samples) from SQL fails the test."""
+
     def boom(*_: Any) -> Any:
         raise AssertionError("read from SQL although a column file should have served")
 
     monkeypatch.setattr(SpaceStore, "_load_column", boom)
-    monkeypatch.setattr(SpaceStore, "_load_dataset", boom)
+    if dataset:
+        monkeypatch.setattr(SpaceStore, "_load_dataset", boom)
 
 
 def column_file(server: Server, seeded: Seeded, run_id: int, metric: str) -> Path:
@@ -280,3 +286,100 @@ def test_metadata_fields_survive_a_restart_and_a_bad_file_is_made_again(
         third = restart()
         assert third.client.get(f"/api/datasets/{seeded.dataset_id}/metadata_fields").json() == want
         assert third.files.loads == 1 and third.files.reads == 0  # refused (unreadable, digest off), scanned again
+
+
+# --- columns written by the queue when a run is done ----------------------------------------------------------
+
+
+def _sql_column(engine: Engine, ds: int, run_id: int, metric: str) -> tuple[list[int], list[float]]:
+    """The API's own loader (what a missing file costs): the truth a written file must equal."""
+    with Session(engine) as s:
+        col = SpaceStore(engine)._load_column(s, resolve_axis(s, ds, f"{run_id}:{metric}"))
+    return col.ids.tolist(), col.values.tolist()
+
+
+def test_one_pass_over_a_runs_rows_gives_every_metric_as_the_api_loads_it(
+    engine: Engine, seeded: Seeded, session_factory: sessionmaker[Session]
+) -> None:
+    # Rows that lack metrics, and an integer value, besides the usual ones (and the clip run's error rows).
+    partial, integral = seeded.sample_ids[3], seeded.sample_ids[4]
+    with session_factory() as s:
+        s.execute(update(Score).where(Score.run_id == seeded.loss_run, Score.sample_id == partial)
+                  .values(metrics={"loss_sum": 1.5}))  # fmt: skip
+        s.execute(update(Score).where(Score.run_id == seeded.loss_run, Score.sample_id == integral)
+                  .values(metrics={"loss_sum": 7, "loss_mean": 0.5, "tokens": 14, "perplexity": 1.6}))  # fmt: skip
+        s.commit()
+    for run_id in (seeded.loss_run, seeded.clip_run):
+        with session_factory() as s:
+            got = run_columns(s, run_id)
+        assert got and all(ids.dtype == np.int32 and values.dtype == np.float64 for ids, values in got.values())
+        for metric, (ids, values) in got.items():
+            assert (ids.tolist(), values.tolist()) == _sql_column(engine, seeded.dataset_id, run_id, metric)
+    with session_factory() as s:
+        loss = run_columns(s, seeded.loss_run)
+    assert partial in loss["loss_sum"][0] and partial not in loss["tokens"][0]
+    assert len(loss["tokens"][0]) == len(loss["loss_sum"][0]) - 1
+
+
+def test_keep_run_columns_writes_only_a_done_runs_files_at_its_stamp(
+    settings: Settings, seeded: Seeded, session_factory: sessionmaker[Session]
+) -> None:
+    files = ColumnFiles(columns_root(settings.data_dir))
+    with session_factory() as s:
+        s.execute(update(Run).where(Run.id == seeded.loss_run).values(status="running"))
+        s.commit()
+    assert keep_run_columns(session_factory, settings.data_dir, seeded.loss_run) == 0  # not done: nothing
+    assert not files.run_dir(seeded.dataset_id, seeded.loss_run).exists()
+    assert keep_run_columns(session_factory, settings.data_dir, 10_000) == 0  # no such run
+
+    assert keep_run_columns(session_factory, settings.data_dir, seeded.clip_run) == 1
+    with session_factory() as s:
+        stamp = run_stamp(s, seeded.clip_run)
+    assert stamp is not None
+    served = files.column(seeded.dataset_id, seeded.clip_run, "similarity", stamp, lambda: pytest.fail("not kept"))
+    assert dict(zip(served[0].tolist(), served[1].tolist(), strict=True)) == seeded.clip
+    # At any other stamp the same file is no answer.
+    later = (*stamp[:-1], "another updated_at")
+    files.column(seeded.dataset_id, seeded.clip_run, "similarity", later, lambda: served)
+    assert files.loads == 1
+
+
+@pytest.mark.slow
+def test_a_run_finished_by_a_worker_is_served_without_reading_its_scores(
+    settings: Settings,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ingest -> a length run through a real worker process -> a new API process draws every metric's plane
+    from the files the worker wrote, reading no score row."""
+    settings = settings.model_copy(update={"chunk_size": 12})
+    settings.ensure_dirs()  # the server-less broker lives in the data directory
+    ds = ingest_dataset(session_factory, write_dataset(tmp_path / "set", 40, text_only=range(0, 40, 3)), "set")
+    log = tmp_path / "worker.log"
+    worker = start_worker(settings, log, "columns")
+    try:
+        wait_ready(worker, log)
+        with TestClient(create_app(settings, engine)) as api:
+            r = api.post(f"/api/datasets/{ds}/runs", json={"kind": "length", "params": {}})
+            assert r.status_code == 202, r.text
+            run_id = r.json()["id"]
+            wait_run(session_factory, run_id, timeout=120)
+            axes = api.get(f"/api/datasets/{ds}/axes").json()
+    finally:
+        stop_worker(worker)
+    text = log.read_text(errors="replace")
+    metrics = sorted(a["metric"] for a in axes if a["run_id"] == run_id)
+    assert len(metrics) >= 4, axes
+    assert f"run {run_id}: {len(metrics)} column file(s) of 40 rows written" in text, text[-3000:]
+
+    # The planes from SQL alone, taken before SQL reads of score rows are forbidden.
+    planes = {m: (f"{run_id}:{m}", f"{run_id}:{metrics[0]}") for m in metrics}
+    want = {m: truth(engine, ds, x, y) for m, (x, y) in planes.items()}
+    assert all(len(w["ids"]) > 0 for w in want.values())
+    sql_fails(monkeypatch, dataset=False)  # the dataset's own file is written by the API, on its first plane
+    server = Server(settings, engine)
+    for m, (x, y) in planes.items():
+        assert server.plane(ds, x, y) == want[m], m
+    assert server.files.reads == len(metrics) and server.files.loads == 1  # the dataset's columns only

@@ -32,6 +32,7 @@ from backend.api.routers import (
     space,
     tokens,
 )
+from backend.column_files import ColumnFiles, columns_root
 from backend.datasets import NotFound, UnsafePath
 from backend.db import make_engine, make_session_factory, session_scope
 from backend.ingest import IngestError
@@ -40,7 +41,6 @@ from backend.schemas import ERROR_RESPONSES
 from backend.selections import SelectionError
 from backend.settings import Settings, get_settings
 from backend.space import AxisError, SpaceStore, UnknownTaskType
-from backend.space.persisted import ColumnFiles, columns_root
 from backend.sweeper import sweeper_lifespan
 from backend.tokens import stamp_creators
 

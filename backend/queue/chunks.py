@@ -158,6 +158,7 @@ class UpsertReport:
     inserted: int  # rows written now (0 for a chunk that was already written)
     errors: int  # of which carry an error reason
     status: str | None  # the run's status afterwards (None: the run is gone)
+    finished: bool = False  # this write made the run ``done`` (its columns can be written once committed)
 
 
 def _clean(result: ScoreResult) -> dict[str, Any]:
@@ -254,11 +255,13 @@ def upsert_scores(
     if run.started_at is None:
         run.started_at = started
     run.updated_at = now
+    finished = False
     if run.status in ACTIVE and run.done >= run.total:
         recount(session, run)
         if run.done >= run.total:
             run.status, run.finished_at = "done", now
             run.message = f"{run.errors} sample(s) could not be scored" if run.errors else None
             forget_run(session, run_id)  # its chunks' delivery records (poison chunks) are of no more use
+            finished = True
     session.flush()
-    return UpsertReport(n, n_err, run.status)
+    return UpsertReport(n, n_err, run.status, finished)

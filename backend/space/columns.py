@@ -7,8 +7,6 @@ process) writes scores for that run.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,17 +16,18 @@ import orjson
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
+from backend.column_files import ColumnFiles
 from backend.datasets import NotFound
+from backend.db import is_postgres, raw_blocks, raw_rows
 from backend.models import Dataset, Run, Score
+from backend.queue.columns import run_stamp
 from backend.regions.arrays import unique_sorted
 from backend.space import transforms
 from backend.space.axes import Axis, AxisError
 from backend.space.cache import LRU
-from backend.space.persisted import ColumnFiles
 
 MAX_TASK_TYPES = 127  # int8 codes; the 128th and later share the last code
 METADATA_SCAN_ROWS = 2000  # samples read to find a dataset's metadata fields
-BLOCK_ROWS = 100_000  # rows per block when a column is read from the database
 
 IdArray = npt.NDArray[np.int32]
 FloatArray = npt.NDArray[np.float64]
@@ -79,14 +78,10 @@ class SpaceStore:
         return (dataset_id, ds.n_samples, str(ds.created_at))
 
     def _run_stamp(self, session: Session, run_id: int) -> tuple[Any, ...]:
-        # Writers of scores (the runs service) bump the run's progress and updated_at in the same
-        # transaction, so these fields change whenever the run's scores do.
-        row = session.execute(
-            select(Run.status, Run.done, Run.errors, Run.updated_at).where(Run.id == run_id)
-        ).one_or_none()
-        if row is None:
+        stamp = run_stamp(session, run_id)  # the queue keys the column files it writes by the same stamp
+        if stamp is None:
             raise AxisError(f"run {run_id} no longer exists")
-        return (run_id, row[0], row[1], row[2], str(row[3]))
+        return stamp
 
     # -- columns -------------------------------------------------------------------------------
     def dataset_columns(self, session: Session, dataset_id: int) -> DatasetColumns:
@@ -242,45 +237,6 @@ class SpaceStore:
     def drop_dataset(self, dataset_id: int) -> int:
         """Forget every cached array of a dataset (its runs' columns die with their stamps)."""
         return self.cache.drop(lambda k: isinstance(k, tuple) and len(k) > 1 and _mentions(k, dataset_id))
-
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def raw_rows(session: Session, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Rows as plain tuples straight from the DBAPI cursor: 3-5x faster than ORM results for 1M rows.
-
-    `{p}` in `sql` is the driver's placeholder; the statement runs in the session's transaction.
-    """
-    dbapi = session.connection().connection.dbapi_connection
-    assert dbapi is not None
-    cur = dbapi.cursor()
-    try:
-        cur.execute(sql.replace("{p}", "%s" if is_postgres(session) else "?"), tuple(params))
-        return list(cur.fetchall())
-    finally:
-        cur.close()
-
-
-def raw_blocks(
-    session: Session, sql: str, params: Sequence[Any], size: int | None = None
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Like :func:`raw_rows`, `size` rows at a time, so memory is bounded by a block rather than the result: a
-    server-side cursor on PostgreSQL (a client-side one would take the whole result into libpq first)."""
-    size = size or BLOCK_ROWS
-    dbapi = session.connection().connection.dbapi_connection
-    assert dbapi is not None
-    pg = is_postgres(session)
-    cur = dbapi.cursor(name=f"qspace_blocks_{uuid.uuid4().hex[:12]}") if pg else dbapi.cursor()
-    try:
-        if pg:
-            cur.itersize = size  # type: ignore[attr-defined]  # psycopg's server-side cursor
-        cur.execute(sql.replace("{p}", "%s" if pg else "?"), tuple(params))
-        while rows := cur.fetchmany(size):
-            yield list(rows)
-    finally:
-        cur.close()
 
 
 def _mentions(key: tuple[Any, ...], dataset_id: int) -> bool:

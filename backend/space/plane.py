@@ -15,10 +15,10 @@ import pyarrow as pa
 from numba import njit
 from sqlalchemy.orm import Session
 
+from backend.column_files import arrow_array
 from backend.datasets import get_dataset
 from backend.space.axes import Axis, resolve_axis
 from backend.space.columns import FloatArray, IdArray, Space, SpaceStore
-from backend.space.persisted import arrow_array
 
 MAX_CATEGORIES = 1000
 

@@ -10,13 +10,13 @@ from fastapi.responses import JSONResponse
 from backend import datasets as store
 from backend import ingest_jobs
 from backend.api.deps import Id, SessionDep, SettingsDep, SpaceDep
+from backend.column_files import delete_dataset_columns
 from backend.derived_runs import dataset_run_keys, delete_files_of
 from backend.ingest import IngestOptions, ingest, precheck
 from backend.job_schemas import IngestAccepted
 from backend.jobs import get_job, job_out
 from backend.schemas import MAX_PAGE, DatasetCreate, DatasetOut, Page, SampleOut
 from backend.settings import Settings
-from backend.space.persisted import delete_dataset_columns
 from backend.task_types import load_prompts, load_rules
 
 router = APIRouter(tags=["datasets"])
@@ -104,7 +104,7 @@ def delete_dataset(
     store.delete_dataset(session, dataset)
     session.commit()
     delete_files_of(settings.data_dir, run_files)
-    delete_dataset_columns(settings.data_dir, ds)  # its persisted score columns (backend/space/persisted.py)
+    delete_dataset_columns(settings.data_dir, ds)  # its persisted score columns (backend/column_files.py)
     space_store.drop_dataset(ds)
     for forget in getattr(request.app.state, "dataset_deleted", ()):
         forget(ds)

@@ -1,5 +1,7 @@
 """Score and dataset columns kept as Arrow IPC files in the data directory, so a restarted server (or a second
-API process) serves the plane without reading every score's JSON again (~2 s per column at 1M on SQLite).
+API process) serves the plane without reading every score's JSON again (~2 s per column at 1M on SQLite). The
+queue writes a run's files once the run is done (:mod:`backend.queue.columns`); a reader that finds none (a
+run still scoring, a file lost) loads the column from SQL and writes it.
 
 SQL stays the source of truth; a file is a cache of one column at one *stamp* (the space store's: a run's
 status, progress and updated_at; a dataset's size and creation time). A file is served only when everything
@@ -85,8 +87,17 @@ class ColumnFiles:
             return ids, values
         self.loads += 1
         ids, values = load()
-        _write(path, want, _stamp(stamp), {"id": ids.astype(np.int32), "value": values.astype(np.float64)})
+        self.put_column(dataset_id, run_id, metric, stamp, ids, values)
         return ids, values
+
+    def put_column(
+        self, dataset_id: int, run_id: int, metric: str, stamp: Sequence[Any], ids: IdArray, values: FloatArray
+    ) -> None:
+        """Keep the run's metric column at `stamp` (the queue's writer does, once a run is done)."""
+        want = {"kind": "column", "dataset_id": int(dataset_id), "run_id": int(run_id), "metric": metric}
+        cols: dict[str, np.ndarray] = {"id": ids.astype(np.int32, copy=False)}
+        cols["value"] = values.astype(np.float64, copy=False)
+        _write(self.column_path(dataset_id, run_id, metric), want, _stamp(stamp), cols)
 
     def dataset(self, dataset_id: int, stamp: Sequence[Any], load: Callable[[], DatasetArrays]) -> DatasetArrays:
         """The dataset's sample ids, task-type codes and names at `stamp`: from the file, else `load()`."""
