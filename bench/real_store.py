@@ -4,7 +4,8 @@
 writes synthetic rows (two-turn records, 6 made-up task types). This builds the store between them: the real
 file ingested (real conversations, task types, metadata), then a `length` run whose six metrics come from each
 sample's stored question/answer characters (tokens ~ chars / 4: the real distribution's shape and ties, without
-the 35-minute queue run) and a synthetic CLIP run, both COPYed in (`bench/quick_store.py`).
+the 35-minute queue run) and a synthetic CLIP run, both COPYed in (`bench/quick_store.py`), and their column
+files written as the worker that finishes a run writes them (timed).
 
     .venv/bin/python bench/real_store.py build --file /tmp/qs10m/llava10m.jsonl     # prints URL and DIR
     .venv/bin/python bench/real_store.py steps URL DIR [--x 1:tokens] [--y 2:similarity]
@@ -37,6 +38,7 @@ from space import lasso  # noqa: E402
 from backend.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from backend.ingest import IngestOptions, ingest  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
+from backend.queue.columns import keep_run_columns  # noqa: E402
 from tests.conftest import create_pg_database  # noqa: E402
 from tests.live_server import served  # noqa: E402
 
@@ -66,10 +68,15 @@ def build(path: Path) -> None:
         return quick_store.length_from_tokens(q, a)
 
     t = time.perf_counter()
-    quick_store.write_run(engine, report.dataset_id, "length", length)
-    quick_store.write_run(engine, report.dataset_id, "clip", quick_store.clip_metrics)
+    runs = [quick_store.write_run(engine, report.dataset_id, "length", length)]
+    runs.append(quick_store.write_run(engine, report.dataset_id, "clip", quick_store.clip_metrics))
     print(f"runs (COPY): {time.perf_counter() - t:.1f} s", flush=True)
-    print(f"URL {url}\nDIR {tempfile.mkdtemp(prefix='qspace-real-')}")
+    data_dir = Path(tempfile.mkdtemp(prefix="qspace-real-"))
+    for run in runs:  # what the worker that finishes a run does (backend/queue/columns.py)
+        t = time.perf_counter()
+        written = keep_run_columns(make_session_factory(engine), data_dir, run)
+        print(f"run {run}: {written} column files written, as the queue does: {time.perf_counter() - t:.1f} s")
+    print(f"URL {url}\nDIR {data_dir}")
 
 
 def steps(url: str, data_dir: str, x: str, y: str) -> None:

@@ -3,8 +3,9 @@
     .venv/bin/python bench/scale.py [--n 665000] [--file PATH] [--workers 2] [--chunk 2048] [--ui-reps 2] [--quick]
 
 Steps, each timed: ingest (COPY, streamed) -> a `length` run scored through the queue (Redis broker, real
-`qspace worker` processes, API + UI in their own `qspace serve` process) -> a second run with synthetic
-CLIP-like values written with COPY -> /space as Arrow (whole, and the UI's density-aware sample) -> the plane
+`qspace worker` processes, API + UI in their own `qspace serve` process; the worker that finishes it writes its
+column files) -> a second run with synthetic CLIP-like values written with COPY (its column files written as a
+worker would) -> /space as Arrow (whole, and the UI's density-aware sample) -> the plane
 after a server restart (persisted columns) -> lassos (64 vertices, p50 of 5) -> the paper's top 10% and a 3x3
 cell -> the 3-stage curriculum and its zip export -> a 1M random selection exported as LLaVA JSON -> the explore
 page in headless Chromium (interactive, lasso -> count, the largest response it gets). The summed RSS of every
@@ -41,6 +42,7 @@ from space import lasso  # noqa: E402
 from backend.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from backend.ingest import IngestOptions, ingest  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
+from backend.queue.columns import keep_run_columns  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 from tests.live_server import served  # noqa: E402
 
@@ -115,6 +117,19 @@ def write_synthetic_clip_run(engine, ds: int, n: int) -> int:  # type: ignore[no
     finally:
         raw.close()
     return int(clip_run)
+
+
+def wait_columns(log: Path, run_id: int, timeout: float = 900) -> None:
+    """Until the worker that finished the run says it wrote the run's column files."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if f"run {run_id}: " in line]
+        if any("column file(s)" in line for line in lines):
+            return
+        if any("could not write its column files" in line for line in lines):
+            raise RuntimeError(f"run {run_id}: the worker could not write its column files (see {log})")
+        time.sleep(1)
+    raise TimeoutError(f"run {run_id}: no column files after {timeout} s")
 
 
 def wait_run(api: httpx.Client, run: dict) -> dict:  # type: ignore[type-arg]
@@ -193,6 +208,9 @@ def main() -> None:
             with timed(steps, "synthetic length-like and CLIP-like runs (COPY, no queue)"):
                 run = {"id": quick_store.write_run(engine, ds, "length", quick_store.length_metrics)}
                 clip_run = quick_store.write_run(engine, ds, "clip", quick_store.clip_metrics)
+            with timed(steps, "their column files, as the worker that finishes a run writes them"):
+                for r in (run["id"], clip_run):
+                    keep_run_columns(make_session_factory(engine), tmp, r)
         else:
             with timed(steps, "ingest (PostgreSQL COPY, streamed)"), session_scope(make_session_factory(engine)) as s:
                 report = ingest(s, IngestOptions(name="scale", paths=[path], image_root=path.parent))
@@ -209,8 +227,12 @@ def main() -> None:
             with timed(steps, "length run through the queue", note):
                 run = wait_run(api, api.post(f"/datasets/{ds}/runs", json={"kind": "length", "params": {}}).json())
             assert run["status"] == "done" and run["done"] == n, run
+            with timed(steps, "then the worker's column files (backend/queue/columns.py)"):
+                wait_columns(tmp / "worker.log", run["id"])
             with timed(steps, "synthetic CLIP-like run (COPY)"):
                 clip_run = write_synthetic_clip_run(engine, ds, n)
+            with timed(steps, "its column file, as the worker that finishes a run writes it"):
+                keep_run_columns(make_session_factory(engine), tmp, clip_run)
         x, y = f"{run['id']}:tokens", f"{clip_run}:similarity"
         with timed(steps, "/space arrow, cold (from SQL, then kept as columns)"):
             body = api.get(f"/datasets/{ds}/space", params={"x": x, "y": y}).raise_for_status().content
