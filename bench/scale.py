@@ -4,8 +4,8 @@
 
 Steps, each timed: ingest (COPY, streamed) -> a `length` run scored through the queue (Redis broker, real
 `qspace worker` processes, API + UI in their own `qspace serve` process; the worker that finishes it writes its
-column files) -> a second run with synthetic CLIP-like values written with COPY (its column files written as a
-worker would) -> /space as Arrow (whole, and the UI's density-aware sample) -> the plane
+column files and analyzes the scores table) -> a second run with synthetic CLIP-like values written with COPY
+(followed by what a worker does then) -> /space as Arrow (whole, and the UI's density-aware sample) -> the plane
 after a server restart (persisted columns) -> lassos (64 vertices, p50 of 5) -> the paper's top 10% and a 3x3
 cell -> the 3-stage curriculum and its zip export -> a 1M random selection exported as LLaVA JSON -> the explore
 page in headless Chromium (interactive, lasso -> count, the largest response it gets). The summed RSS of every
@@ -42,7 +42,7 @@ from space import lasso  # noqa: E402
 from backend.db import make_engine, make_session_factory, session_scope  # noqa: E402
 from backend.ingest import IngestOptions, ingest  # noqa: E402
 from backend.migrate import upgrade  # noqa: E402
-from backend.queue.columns import keep_run_columns  # noqa: E402
+from backend.queue.finished import after_run_done  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 from tests.live_server import served  # noqa: E402
 
@@ -208,9 +208,9 @@ def main() -> None:
             with timed(steps, "synthetic length-like and CLIP-like runs (COPY, no queue)"):
                 run = {"id": quick_store.write_run(engine, ds, "length", quick_store.length_metrics)}
                 clip_run = quick_store.write_run(engine, ds, "clip", quick_store.clip_metrics)
-            with timed(steps, "their column files, as the worker that finishes a run writes them"):
+            with timed(steps, "ANALYZE and their column files, as the worker that finishes a run does"):
                 for r in (run["id"], clip_run):
-                    keep_run_columns(make_session_factory(engine), tmp, r)
+                    after_run_done(make_session_factory(engine), tmp, r)
         else:
             with timed(steps, "ingest (PostgreSQL COPY, streamed)"), session_scope(make_session_factory(engine)) as s:
                 report = ingest(s, IngestOptions(name="scale", paths=[path], image_root=path.parent))
@@ -231,8 +231,8 @@ def main() -> None:
                 wait_columns(tmp / "worker.log", run["id"])
             with timed(steps, "synthetic CLIP-like run (COPY)"):
                 clip_run = write_synthetic_clip_run(engine, ds, n)
-            with timed(steps, "its column file, as the worker that finishes a run writes it"):
-                keep_run_columns(make_session_factory(engine), tmp, clip_run)
+            with timed(steps, "ANALYZE and its column file, as the worker that finishes a run does"):
+                after_run_done(make_session_factory(engine), tmp, clip_run)
         x, y = f"{run['id']}:tokens", f"{clip_run}:similarity"
         with timed(steps, "/space arrow, cold (from SQL, then kept as columns)"):
             body = api.get(f"/datasets/{ds}/space", params={"x": x, "y": y}).raise_for_status().content

@@ -373,6 +373,7 @@ def test_a_run_finished_by_a_worker_is_served_without_reading_its_scores(
     metrics = sorted(a["metric"] for a in axes if a["run_id"] == run_id)
     assert len(metrics) >= 4, axes
     assert f"run {run_id}: {len(metrics)} column file(s) of 40 rows written" in text, text[-3000:]
+    assert ("scores analyzed in" in text) is (engine.dialect.name == "postgresql")  # backend/queue/finished.py
 
     # The planes from SQL alone, taken before SQL reads of score rows are forbidden.
     planes = {m: (f"{run_id}:{m}", f"{run_id}:{metrics[0]}") for m in metrics}

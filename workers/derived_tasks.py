@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from backend.db import session_scope
 from backend.queue import DERIVED_RUN_TASK, EMBED_TEXT_TASK
 from backend.queue.chunks import mark_failed
-from backend.queue.columns import keep_run_columns
 from backend.queue.derived import (
     DerivedWork,
     batches,
@@ -32,6 +31,7 @@ from backend.queue.derived import (
     write_rows,
 )
 from backend.queue.embeddings import Embeddings, columns_for, read_embeddings
+from backend.queue.finished import after_run_done
 from backend.scorer_specs import ScoreResult
 from backend.settings import Settings
 from workers.celery_app import app
@@ -136,8 +136,8 @@ def run_derived(factory: sessionmaker[Session], settings: Settings, run_id: int,
                     status = write_rows(s, run_id, part, window_s=settings.progress_window_s)
                 if not is_active(status):
                     break
-        if status == "done" and settings.persist_columns:
-            keep_run_columns(factory, settings.data_dir, run_id)
+        if status == "done":
+            after_run_done(factory, settings.data_dir, run_id, keep_columns=settings.persist_columns)
     except Stopped as exc:
         log.info("derived run %d: %s", run_id, exc)
         return {"run_id": run_id, "stopped": str(exc)}

@@ -25,8 +25,8 @@ from backend.db import make_engine, make_session_factory, session_scope
 from backend.queue import GPU_QUEUE, PING_TASK, PUBLISH_RETRY_POLICY, SCORE_CHUNK_TASK
 from backend.queue.attempts import POISON, SPLIT, Delivery, begin_delivery, end_quietly, finish_delivery, split_chunk
 from backend.queue.chunks import ChunkWork, mark_failed, mark_running, prepare_chunk, run_status, upsert_scores
-from backend.queue.columns import keep_run_columns
 from backend.queue.embeddings import embeddings_dir
+from backend.queue.finished import after_run_done
 from backend.scorer_specs import ScoreResult
 from backend.settings import Settings, get_settings
 from workers.celery_app import app
@@ -234,8 +234,8 @@ def process_chunk(
             return report
 
     written = with_db_retry(write, what)
-    if written.finished and settings.persist_columns:
-        keep_run_columns(factory, settings.data_dir, run_id)  # the API then reads no score row for the plane
+    if written.finished:  # statistics for the planner, column files for the plane (backend/queue/finished.py)
+        after_run_done(factory, settings.data_dir, run_id, keep_columns=settings.persist_columns)
     seconds = time.perf_counter() - t0
     log.info(
         "%s: %d scored, %d written (%d errors), %d already done, %.2f s, run %s",
