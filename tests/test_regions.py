@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
@@ -568,18 +569,33 @@ def test_top_both_ranks_only_the_top_and_agrees_with_ranking_everything(shape: s
         assert np.array_equal(got, reference_diq(x, y, p)), (shape, p)
 
 
-def test_top_both_widens_when_the_sampled_threshold_is_too_high(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("bounds", "widened"),
+    [
+        (lambda m: (m - 1, m), "down"),  # the sample placed the threshold far too high
+        (lambda m: (int(0.30 * m), int(0.35 * m)), "up"),  # ... or too low (it lies near 0.55 m here)
+        (lambda m: (int(0.60 * m), int(0.40 * m)), "both"),  # ... or gave an empty window
+    ],
+)
+def test_top_both_widens_when_the_sampled_window_misses(
+    monkeypatch: pytest.MonkeyPatch, bounds: Callable[[int], tuple[int, int]], widened: str
+) -> None:
     from backend.regions import masks
 
-    starts: list[int] = []
-    real = masks._upper_sorted
-    monkeypatch.setattr(masks, "_diq_floor", lambda x, y, k: x.shape[0] - 1)  # a sample that misjudged badly
-    monkeypatch.setattr(masks, "_upper_sorted", lambda v, c: starts.append(c) or real(v, c))
+    windows: list[tuple[int, int]] = []
+    real = masks._window
+    monkeypatch.setattr(masks, "_diq_bounds", lambda x, y, k: bounds(x.shape[0]))
+    monkeypatch.setattr(masks, "_window", lambda v, lo, hi: windows.append((lo, hi)) or real(v, lo, hi))
+    monkeypatch.setattr(masks, "ESTIMATE_POINTS", 1000)  # so the cuts come from a sample, as at scale
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=5000).round(1), rng.normal(size=5000).round(1)
     got = np.flatnonzero(region_mask({"type": "top", "percent": 20, "axes": "both"}, x, y))
     assert np.array_equal(got, reference_diq(x, y, 20))
-    assert starts[0] == 4999 and min(starts) < 4999  # it started too high and widened
+    first = windows[0]
+    assert first == bounds(5000) and len(windows) > 2  # (one pair of calls per attempt: x and y)
+    went_down = any(lo < first[0] for lo, _ in windows)
+    went_up = first[1] < 5000 and any(hi == 5000 for _, hi in windows)
+    assert went_down is (widened in ("down", "both")) and went_up is (widened in ("up", "both"))
 
 
 def test_top_counts_ties_and_directions() -> None:
