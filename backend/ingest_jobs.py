@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import update
@@ -44,40 +43,22 @@ def create_ingest_job(session: Session, opts: IngestOptions) -> int:
     return job.id
 
 
-AfterIngest = Callable[[int], None]  # called with the new dataset's id once it is committed
-
-
-def start(
-    factory: sessionmaker[Session],
-    job_id: int,
-    opts: IngestOptions,
-    created_by: str | None,
-    after: AfterIngest | None = None,
-) -> None:
+def start(factory: sessionmaker[Session], job_id: int, opts: IngestOptions, created_by: str | None) -> None:
     """Run the ingest of the job in a daemon thread (registered first, so a cancel right away reaches it)."""
     local_jobs.register(job_id)
     thread = threading.Thread(
-        target=run, args=(factory, job_id, opts, created_by, after), name=f"ingest-job-{job_id}", daemon=True
+        target=run, args=(factory, job_id, opts, created_by), name=f"ingest-job-{job_id}", daemon=True
     )
     thread.start()
 
 
-def run(
-    factory: sessionmaker[Session],
-    job_id: int,
-    opts: IngestOptions,
-    created_by: str | None,
-    after: AfterIngest | None = None,
-) -> None:
-    """The job's work: ingest in one transaction, end the job with it (done, failed or cancelled); then `after`
-    (the API reads the new dataset's columns, keeping them as a file, so its first plane need not)."""
+def run(factory: sessionmaker[Session], job_id: int, opts: IngestOptions, created_by: str | None) -> None:
+    """The job's work: ingest in one transaction, end the job with it (done, failed or cancelled)."""
     live = local_jobs.live(job_id) or local_jobs.register(job_id)
     try:
         with _ONE_AT_A_TIME:  # queued meanwhile: a cancel ends it before it starts
             if not live.cancel.is_set():
-                dataset_id = _run(factory, job_id, opts, created_by, live)
-                if dataset_id is not None and after is not None:
-                    _after(after, dataset_id)
+                _run(factory, job_id, opts, created_by, live)
     except Exception as exc:  # never a silent thread: the job says what went wrong
         log.exception("ingest job %s", job_id)
         _end(factory, job_id, "failed", error=f"{type(exc).__name__}: {exc}"[:4000])
@@ -85,20 +66,12 @@ def run(
         local_jobs.forget(job_id)
 
 
-def _after(after: AfterIngest, dataset_id: int) -> None:
-    try:
-        after(dataset_id)
-    except Exception:  # the dataset is in: what follows is a cache, never the job's failure
-        log.exception("after the ingest of dataset %d", dataset_id)
-
-
 def _run(
     factory: sessionmaker[Session], job_id: int, opts: IngestOptions, created_by: str | None, live: Any
-) -> int | None:
-    """The new dataset's id, or None (failed or cancelled: the job says so)."""
+) -> None:
     with session_scope(factory) as session:
         if not jobs.advance(session, job_id, message=f"ingest {opts.name!r}: reading"):
-            return None  # cancelled before it started
+            return  # cancelled before it started
     writer = jobs.JobProgress(factory, job_id)
     shared_rows = factory.kw["bind"].dialect.name != "sqlite"  # SQLite: the ingest holds the write lock
 
@@ -121,7 +94,6 @@ def _run(
         if not jobs.finish(session, job_id, "done", message=_summary(opts, report), result=_result(report)):
             raise jobs.JobCancelled(f"job {job_id} is no longer active")
         session.commit()
-        return report.dataset_id
     except IngestError as exc:
         session.rollback()
         _end(factory, job_id, "failed", error=str(exc), message=f"ingest {opts.name!r}: nothing was ingested")
@@ -133,7 +105,6 @@ def _run(
         raise
     finally:
         session.close()
-    return None
 
 
 def _end(factory: sessionmaker[Session], job_id: int, status: str, **kw: Any) -> None:

@@ -5,7 +5,6 @@ its files (backend/queue/columns.py) so that no API process reads the run's scor
 from __future__ import annotations
 
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from backend.queue.columns import keep_run_columns, run_columns, run_stamp
 from backend.queue.progress import utcnow
 from backend.settings import Settings
 from backend.space import SpaceStore, resolve_axis
-from tests.ingest_helpers import ingest_via_api
-from tests.queue_helpers import start_worker, stop_worker, wait_ready, wait_run, write_dataset
+from tests.queue_helpers import ingest_dataset, start_worker, stop_worker, wait_ready, wait_run, write_dataset
 from tests.seeding import Seeded, seed_scored
 
 
@@ -346,13 +344,6 @@ def test_keep_run_columns_writes_only_a_done_runs_files_at_its_stamp(
     assert files.loads == 1
 
 
-def wait_file(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.is_file():
-        assert time.monotonic() < deadline, f"{path} was not written"
-        time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_a_run_finished_by_a_worker_is_served_without_reading_its_scores(
     settings: Settings,
@@ -361,24 +352,21 @@ def test_a_run_finished_by_a_worker_is_served_without_reading_its_scores(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """ingest through the API (which then keeps the dataset's columns) -> a length run through a real worker
-    process (which keeps the run's) -> a new API process draws every metric's plane from those files, reading
-    neither a sample nor a score row."""
+    """ingest -> a length run through a real worker process -> a new API process draws every metric's plane
+    from the files the worker wrote, reading no score row."""
     settings = settings.model_copy(update={"chunk_size": 12})
     settings.ensure_dirs()  # the server-less broker lives in the data directory
-    path = write_dataset(tmp_path / "set", 40, text_only=range(0, 40, 3))
+    ds = ingest_dataset(session_factory, write_dataset(tmp_path / "set", 40, text_only=range(0, 40, 3)), "set")
     log = tmp_path / "worker.log"
     worker = start_worker(settings, log, "columns")
     try:
         wait_ready(worker, log)
         with TestClient(create_app(settings, engine)) as api:
-            ds = ingest_via_api(api, {"name": "set", "paths": [str(path)], "image_root": str(path.parent)})["id"]
             r = api.post(f"/api/datasets/{ds}/runs", json={"kind": "length", "params": {}})
             assert r.status_code == 202, r.text
             run_id = r.json()["id"]
             wait_run(session_factory, run_id, timeout=120)
             axes = api.get(f"/api/datasets/{ds}/axes").json()
-            wait_file(ColumnFiles(columns_root(settings.data_dir)).dataset_path(ds))  # written after the job's end
     finally:
         stop_worker(worker)
     text = log.read_text(errors="replace")
@@ -387,12 +375,12 @@ def test_a_run_finished_by_a_worker_is_served_without_reading_its_scores(
     assert f"run {run_id}: {len(metrics)} column file(s) of 40 rows written" in text, text[-3000:]
     assert ("scores analyzed in" in text) is (engine.dialect.name == "postgresql")  # backend/queue/finished.py
 
-    # The planes from SQL alone, taken before SQL reads are forbidden.
+    # The planes from SQL alone, taken before SQL reads of score rows are forbidden.
     planes = {m: (f"{run_id}:{m}", f"{run_id}:{metrics[0]}") for m in metrics}
     want = {m: truth(engine, ds, x, y) for m, (x, y) in planes.items()}
     assert all(len(w["ids"]) > 0 for w in want.values())
-    sql_fails(monkeypatch)
+    sql_fails(monkeypatch, dataset=False)  # the dataset's own file is written by the API, on its first plane
     server = Server(settings, engine)
     for m, (x, y) in planes.items():
         assert server.plane(ds, x, y) == want[m], m
-    assert server.files.reads == len(metrics) + 1 and server.files.loads == 0  # every column, and the dataset's
+    assert server.files.reads == len(metrics) and server.files.loads == 1  # the dataset's columns only
